@@ -1,0 +1,150 @@
+"""The embedded workspace: system tables in one DuckDB file, opened read-only and locked down for queries."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import duckdb
+
+from insight_mcp.agents.ingestion.backend import (
+    BackendError,
+    ColumnInfo,
+    QueryResult,
+    QueryTimeout,
+    Statement,
+    TableStats,
+    json_value,
+)
+from insight_mcp.agents.ingestion.catalog import get_table
+from insight_mcp.agents.sql.dialect import to_duckdb
+
+# The engine layer of run_query's safety: no files, no URLs, no extensions, and settings nobody can change.
+LOCKED_CONFIG: dict[str, Any] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+}
+
+
+def open_readonly(path: Path, *, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the workspace for reading only, with the locked configuration."""
+    if not path.exists():
+        raise BackendError(
+            f"no workspace at {path}: run `insight-mcp workspace generate` for the demo estate, "
+            "or `insight-mcp workspace load TABLE PATH` to load an export"
+        )
+    config = dict(LOCKED_CONFIG)
+    if threads:
+        config["threads"] = threads
+    try:
+        conn = duckdb.connect(str(path), read_only=True, config=config)
+    except duckdb.Error as exc:
+        raise BackendError(f"cannot open workspace {path}: {_engine_message(exc)}") from None
+    # Timestamps are stored as UTC; then nobody may change any setting again.
+    conn.execute("SET TimeZone = 'UTC'")
+    conn.execute("SET lock_configuration = true")
+    return conn
+
+
+class DuckDBSystemTables:
+    """SystemTables over the embedded workspace file; every statement runs on its own cursor with a timeout."""
+
+    kind = "duckdb"
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+        self.path = path
+        self._threads = threads
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            if self._conn is None:
+                self._conn = open_readonly(self.path, threads=self._threads)
+            return self._conn
+
+    def _run(self, statement: Statement, max_rows: int, max_chars: int, timeout_seconds: float) -> QueryResult:
+        sql = statement.duckdb_sql or to_duckdb(statement.databricks_sql)
+        cursor = self._connection().cursor()
+        timer = threading.Timer(timeout_seconds, cursor.interrupt)
+        started = time.perf_counter()
+        timer.start()
+        try:
+            relation = cursor.execute(sql, statement.params or None)
+            description = relation.description or []
+            raw = relation.fetchmany(max_rows + 1)
+        except duckdb.InterruptException:
+            raise QueryTimeout(
+                f"the query ran longer than {timeout_seconds:g} s and was stopped; narrow the time window "
+                "or aggregate more"
+            ) from None
+        except duckdb.Error as exc:
+            raise BackendError(_engine_message(exc)) from None
+        finally:
+            timer.cancel()
+            cursor.close()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        columns = [ColumnInfo(name=d[0], type=str(d[1])) for d in description]
+        truncated, reason = len(raw) > max_rows, None
+        if truncated:
+            raw, reason = raw[:max_rows], f"more than {max_rows} rows; only the first {max_rows} are returned"
+        rows: list[list[Any]] = []
+        used = 0
+        for record in raw:
+            row = [json_value(v) for v in record]
+            used += len(json.dumps(row, default=str, ensure_ascii=False))
+            if used > max_chars and rows:
+                truncated, reason = True, f"the answer passed {max_chars} characters; {len(rows)} rows returned"
+                break
+            rows.append(row)
+        return QueryResult(
+            columns=columns, rows=rows, row_count=len(rows), truncated=truncated, truncation_reason=reason,
+            elapsed_ms=round(elapsed_ms, 3),
+        )
+
+    async def execute(
+        self, statement: Statement, *, max_rows: int, max_chars: int, timeout_seconds: float
+    ) -> QueryResult:
+        return await anyio.to_thread.run_sync(self._run, statement, max_rows, max_chars, timeout_seconds)
+
+    def _stats(self, tables: list[str]) -> list[TableStats]:
+        cursor = self._connection().cursor()
+        try:
+            present = {
+                f"system.{s}.{t}"
+                for s, t in cursor.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
+            }
+            out = []
+            for name in tables:
+                spec = get_table(name)
+                if name not in present:
+                    out.append(TableStats(name=name, rows=0))
+                    continue
+                count, first, last = cursor.execute(
+                    f'SELECT count(*), min("{spec.time_column}"), max("{spec.time_column}") FROM {spec.local_name}'
+                ).fetchone()  # type: ignore[misc]
+                out.append(TableStats(name=name, rows=count, first_event=first, last_event=last))
+            return out
+        finally:
+            cursor.close()
+
+    async def table_stats(self, tables: list[str]) -> list[TableStats]:
+        return await anyio.to_thread.run_sync(self._stats, tables)
+
+    async def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _engine_message(exc: duckdb.Error) -> str:
+    """The engine's own words, first line only, without internal file paths."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"the engine could not run the query: {text[:400]}"

@@ -1,0 +1,108 @@
+"""One settings model for the whole suite, read from the environment and an optional YAML file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A configuration a person must fix; the message names the setting."""
+
+
+class QueryLimits(BaseModel):
+    """Caps that bound every SQL statement a client can run."""
+
+    row_cap: int = Field(1000, ge=1, le=100_000, description="Most rows any query returns.")
+    max_chars: int = Field(200_000, ge=1_000, description="Most characters of cell text in one answer.")
+    timeout_seconds: float = Field(30.0, gt=0, le=3600, description="Statement timeout; the query is interrupted.")
+
+
+class Settings(BaseSettings):
+    """Everything the suite reads from its environment: paths, backend, limits, serving and the LM."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INSIGHT_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    home: Path = Field(default_factory=lambda: Path("~/.insight-mcp"), description="Where every file is written.")
+    backend: Literal["duckdb", "databricks"] = "duckdb"
+    workspace_file: Path | None = Field(None, description="DuckDB workspace; default $INSIGHT_HOME/workspace.duckdb.")
+    query: QueryLimits = Field(default_factory=QueryLimits)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=1, le=65535)
+    api_token: SecretStr | None = Field(None, description="Bearer token required by `serve` when set.")
+    allowed_origins: list[str] = Field(default_factory=list, description="Extra Origins allowed over HTTP.")
+
+    mlflow_tracking_uri: str | None = None
+    lm_model: str | None = Field(None, description="LiteLLM model name, e.g. openai/gpt-4o-mini.")
+    lm_api_base: str | None = None
+    lm_api_key: SecretStr | None = None
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("home", "workspace_file", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("api_token", "lm_api_key", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def workspace_path(self) -> Path:
+        """The embedded workspace file."""
+        return self.workspace_file or self.home / "workspace.duckdb"
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI, local SQLite under home unless configured."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build settings from YAML (INSIGHT_CONFIG or the argument), then env, then explicit overrides."""
+    path = config_file or os.environ.get("INSIGHT_CONFIG")
+    file_values: dict[str, Any] = {}
+    if path:
+        path = Path(path).expanduser()
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise SettingsError(f"INSIGHT_CONFIG points at {path}, which does not exist") from exc
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SettingsError(f"{path} must hold a mapping of setting names to values")
+        file_values = loaded or {}
+    try:
+        env_only = Settings()  # env and defaults
+        merged = {**file_values, **env_only.model_dump(exclude_unset=True), **overrides}
+        return Settings.model_validate(merged) if merged else env_only
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"INSIGHT_{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,196 @@
+"""The parser layer of run_query's safety: only one read-only SELECT over allowlisted system tables gets through."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import sqlglot
+from pydantic import BaseModel
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from insight_mcp.agents.sql.dialect import CATALOG, local_table_name
+
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+# Statement and clause types that change state, reach outside the database, or switch context.
+_FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = tuple(
+    t
+    for t in (
+        getattr(exp, name, None)
+        for name in (
+            "Insert", "Update", "Delete", "Merge", "Create", "Drop", "Alter", "AlterColumn", "Command",
+            "Pragma", "Set", "SetItem", "Use", "Copy", "Attach", "Detach", "Install", "Load", "Grant",
+            "Revoke", "Transaction", "Commit", "Rollback", "Cache", "Uncache", "Refresh", "Describe",
+            "Show", "Into", "LoadData", "Analyze", "TruncateTable", "Export", "Execute", "Summarize",
+        )
+    )
+    if t is not None
+)
+
+# Functions that read files, URLs, the environment, settings or engine metadata, or run other SQL.
+_FORBIDDEN_FUNCTIONS = frozenset(
+    {
+        "read_files", "read_csv", "read_csv_auto", "read_parquet", "parquet_scan", "read_json", "read_json_auto",
+        "read_json_objects", "read_ndjson", "read_ndjson_auto", "read_ndjson_objects", "read_text", "read_blob",
+        "read_xlsx", "read_kafka", "read_pubsub", "read_kinesis", "read_statestore", "read_pulsar", "read_state_metadata",
+        "csv_scan", "json_scan", "glob", "getenv", "current_setting", "query", "query_table", "sql_auto_complete",
+        "which_secret", "load_aws_credentials", "http_request", "ai_query", "ai_gen", "reflect", "java_method",
+        "secret", "try_secret", "session_user_secret", "iceberg_scan", "delta_scan", "sqlite_scan", "postgres_scan",
+        "mysql_scan", "range_files", "list_files", "cloud_files", "shell", "system", "exec", "eval", "url_decode_file",
+        "dbutils", "from_file", "input_file_name", "input_file_block_start", "input_file_block_length",
+        "sleep", "sleep_ms", "pg_sleep", "benchmark", "repeat_row",
+    }
+)
+_FORBIDDEN_PREFIXES = ("duckdb_", "pragma_", "read_", "sqlite_", "postgres_", "mysql_", "pg_", "icu_", "parquet_")
+
+# Table-valued functions that only expand values already in the row; they cannot reach files.
+_SAFE_TABLE_FUNCTIONS = frozenset({"unnest", "explode", "explode_outer", "posexplode", "posexplode_outer", "inline",
+                                   "inline_outer", "range", "generate_series", "sequence"})
+
+
+class QueryRefused(ValueError):
+    """A statement the guard will not run; `rule` names the check that refused it."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(f"query refused by rule '{rule}': {message}")
+        self.rule = rule
+        self.detail = message
+
+
+class GuardedQuery(BaseModel):
+    """A statement that passed the guard, in both dialects, with the row cap applied."""
+
+    databricks_sql: str
+    duckdb_sql: str
+    tables: list[str]
+    limit: int
+
+
+def _function_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Anonymous):
+        return str(node.name).lower()
+    if isinstance(node, exp.Func):
+        return node.sql_name().lower()
+    return ""
+
+
+def _check_functions(tree: exp.Expression) -> None:
+    for node in tree.find_all(exp.Func):
+        name = _function_name(node)
+        names = {name, type(node).__name__.lower()}
+        for candidate in names:
+            if candidate in _FORBIDDEN_FUNCTIONS or candidate.startswith(_FORBIDDEN_PREFIXES):
+                raise QueryRefused(
+                    "forbidden_function",
+                    f"function {candidate}() reads files, URLs, settings or engine internals and is not allowed",
+                )
+
+
+def _cte_names(tree: exp.Expression) -> set[str]:
+    return {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+
+
+def _check_tables(tree: exp.Expression, allowed: set[str]) -> list[str]:
+    ctes = _cte_names(tree)
+    seen: list[str] = []
+    for table in tree.find_all(exp.Table):
+        target = table.this
+        if isinstance(target, exp.Func) or isinstance(table.this, exp.Anonymous):
+            name = _function_name(target)
+            if name in _SAFE_TABLE_FUNCTIONS:
+                continue
+            raise QueryRefused("table_function", f"table function {name or 'call'}() is not allowed in FROM")
+        if isinstance(target, exp.Literal) or (isinstance(target, exp.Identifier) and "/" in target.name):
+            raise QueryRefused("path_as_table", "file paths and strings cannot be used as tables")
+        if not isinstance(target, exp.Identifier):
+            raise QueryRefused("table_function", "only plain system tables may appear in FROM")
+        catalog, db, name = table.catalog.lower(), table.db.lower(), table.name.lower()
+        if not catalog and not db and name in ctes:
+            continue
+        if any(ch in name for ch in "/\\:.'\""):
+            raise QueryRefused("path_as_table", f"{table.name!r} looks like a path, not a table")
+        full = ".".join(p for p in (catalog, db, name) if p)
+        if catalog != CATALOG or f"{catalog}.{db}.{name}" not in allowed:
+            allowed_list = ", ".join(sorted(allowed))
+            raise QueryRefused(
+                "table_allowlist",
+                f"table {full!r} is not allowed; name tables in full, one of: {allowed_list}",
+            )
+        seen.append(full)
+    return seen
+
+
+def _apply_limit(tree: exp.Expression, requested: int, cap: int) -> tuple[exp.Expression, int]:
+    wanted = max(1, min(requested, cap))
+    existing = tree.args.get("limit")
+    if isinstance(existing, exp.Limit):
+        value = existing.expression
+        if not isinstance(value, exp.Literal) or not value.is_int:
+            raise QueryRefused("limit", "LIMIT must be a whole number")
+        wanted = min(int(value.this), wanted)
+    elif existing is not None:
+        raise QueryRefused("limit", "use LIMIT n rather than FETCH")
+    # Fetch one extra row so the engine can tell a truncated answer from an exact one.
+    return tree.limit(wanted + 1, copy=True), wanted
+
+
+def _check_shape(statements: Iterable[exp.Expression | None]) -> exp.Expression:
+    parsed = [s for s in statements if s is not None]
+    if len(parsed) != 1:
+        raise QueryRefused("single_statement", f"send exactly one statement; got {len(parsed)}")
+    tree = parsed[0]
+    if not isinstance(tree, (exp.Select, exp.SetOperation)):
+        kind = type(tree).__name__.upper()
+        hint = " (use list_tables or describe_table)" if kind in {"DESCRIBE", "SHOW"} else ""
+        raise QueryRefused("read_only", f"only SELECT or WITH ... SELECT is allowed, not {kind}{hint}")
+    for node in tree.walk():
+        if isinstance(node, _FORBIDDEN_NODES):
+            raise QueryRefused("read_only", f"{type(node).__name__.upper()} is not allowed inside a query")
+    return tree
+
+
+def guard_query(sql: str, *, allowed_tables: Iterable[str], limit: int, row_cap: int) -> GuardedQuery:
+    """Parse Databricks SQL, refuse anything but a capped read of allowlisted tables, and transpile it."""
+    if not sql or not sql.strip():
+        raise QueryRefused("parse", "the query is empty")
+    if "\x00" in sql:
+        raise QueryRefused("parse", "the query contains a NUL byte")
+    allowed = {t.lower() for t in allowed_tables}
+    try:
+        statements = sqlglot.parse(sql, read="databricks")
+    except (ParseError, TokenError) as exc:
+        raise QueryRefused("parse", f"not valid Databricks SQL: {str(exc).splitlines()[0][:300]}") from None
+    tree = _check_shape(statements)
+    _check_functions(tree)
+    tables = _check_tables(tree, allowed)
+    limited, wanted = _apply_limit(tree, limit, row_cap)
+    duck_tree = rename_catalog(limited)
+    duck_sql = duck_tree.sql("duckdb")
+    # Second look at what the transpiler produced: it must still be one plain read.
+    try:
+        reparsed = sqlglot.parse(duck_sql, read="duckdb")
+    except (ParseError, TokenError):
+        raise QueryRefused("transpile", "the query could not be translated for the embedded engine") from None
+    _check_shape(reparsed)
+    _check_functions(reparsed[0])  # type: ignore[arg-type]
+    return GuardedQuery(
+        databricks_sql=limited.sql("databricks"), duckdb_sql=duck_sql, tables=sorted(set(tables)), limit=wanted
+    )
+
+
+def rename_catalog(tree: exp.Expression) -> exp.Expression:
+    """Point `system.<schema>.<table>` at the workspace file's `<schema>.<table>`: DuckDB reserves `system`."""
+
+    def swap(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Table) and node.catalog.lower() == CATALOG and isinstance(node.this, exp.Identifier):
+            schema_name, table_name = local_table_name(node.db, node.name)
+            new = node.copy()
+            new.set("catalog", None)
+            new.set("db", exp.to_identifier(schema_name))
+            new.set("this", exp.to_identifier(table_name))
+            return new
+        return node
+
+    return tree.transform(swap, copy=True)

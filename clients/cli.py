@@ -1,0 +1,296 @@
+"""The `insight-mcp` command line: set up the workspace, serve the MCP servers, and call tools."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import anyio
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from insight_mcp.agents.logs import configure_logging
+from insight_mcp.agents.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    name="insight-mcp", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Insight MCP: Databricks system tables, security and network analysis as MCP tools.",
+)
+workspace_app = typer.Typer(no_args_is_help=True, help="Build, load and describe the embedded workspace.")
+config_app = typer.Typer(no_args_is_help=True, help="Print ready-made MCP client configurations.")
+app.add_typer(workspace_app, name="workspace")
+app.add_typer(config_app, name="config")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End the command with a message a person can act on, and no traceback."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    home: Annotated[Path | None, typer.Option(help="INSIGHT_HOME: where every file is written.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML settings file (INSIGHT_CONFIG).")] = None,
+) -> None:
+    """Read settings once for the whole command."""
+    overrides: dict[str, Any] = {"home": home} if home else {}
+    try:
+        settings = load_settings(config, **overrides)
+    except SettingsError as exc:
+        fail(str(exc))
+    configure_logging(settings.log_level)
+    ctx.obj = settings
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj  # type: ignore[no-any-return]
+
+
+# --- workspace --------------------------------------------------------------------------------------
+
+
+@workspace_app.command("generate")
+def workspace_generate(
+    ctx: typer.Context,
+    days: Annotated[int, typer.Option(help="Days of history.")] = 30,
+    users: Annotated[int, typer.Option(help="Number of principals.")] = 200,
+    seed: Annotated[int, typer.Option(help="Same seed, same estate.")] = 7,
+    events_per_day: Annotated[int, typer.Option(help="Audit events per day.")] = 20_000,
+    end: Annotated[str | None, typer.Option(help="Last day (exclusive), ISO date; default today.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build the demo workspace: a realistic estate with labelled attack scenarios."""
+    from insight_mcp.agents.ingestion.generator import generate_workspace
+
+    settings = _settings(ctx)
+    try:
+        end_day = dt.date.fromisoformat(end) if end else None
+    except ValueError:
+        fail("--end must be an ISO date such as 2026-11-01")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        with _status(f"generating {days} days x {events_per_day} events/day", enabled=not as_json):
+            report = generate_workspace(
+                settings.workspace_path, days=days, users=users, seed=seed, events_per_day=events_per_day,
+                end=end_day,
+            )
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(report.model_dump(mode="json"))
+        return
+    table = Table("table", "rows", title=f"workspace {report.path}")
+    for name, rows in report.rows.items():
+        table.add_row(name, f"{rows:,}")
+    out.print(table)
+    out.print(f"{len(report.scenarios)} labelled scenarios; built in {report.seconds:.1f} s")
+
+
+@workspace_app.command("load")
+def workspace_load(
+    ctx: typer.Context,
+    table: Annotated[str, typer.Argument(help="Target table, e.g. system.access.audit.")],
+    path: Annotated[Path, typer.Argument(help="A folder of part-*.json files, a .json/.jsonl, .parquet or .csv file.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Load files exported from a real workspace; malformed input loads nothing."""
+    from insight_mcp.agents.ingestion.loader import LoadError, load_table
+
+    settings = _settings(ctx)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        report = load_table(settings.workspace_path, table, path)
+    except LoadError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(report.model_dump(mode="json"))
+    else:
+        out.print(
+            f"{report.table}: {report.inserted:,} rows added, {report.duplicates:,} already present "
+            f"({report.files} file(s), {report.seconds:.2f} s)"
+        )
+
+
+@workspace_app.command("info")
+def workspace_info(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Each table's row count and time range."""
+    from insight_mcp.agents.ingestion import explore
+    from insight_mcp.agents.ingestion.backend import BackendError
+    from insight_mcp.agents.ingestion.engines import build_backend
+
+    settings = _settings(ctx)
+
+    async def run() -> list[explore.TableSummary]:
+        backend = build_backend(settings)
+        try:
+            return await explore.list_tables(backend)
+        finally:
+            await backend.close()
+
+    try:
+        tables = anyio.run(run)
+    except (BackendError, SettingsError) as exc:
+        fail(str(exc))
+    if as_json:
+        print_json({"workspace": str(settings.workspace_path), "tables": [t.model_dump(mode="json") for t in tables]})
+        return
+    grid = Table("table", "rows", "first event", "last event", title=str(settings.workspace_path))
+    for t in tables:
+        grid.add_row(t.name, f"{t.rows:,}", str(t.first_event or "-"), str(t.last_event or "-"))
+    out.print(grid)
+
+
+# --- serving and calling ----------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Bind address; default 127.0.0.1.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port; default 8765.")] = None,
+    server: Annotated[list[str] | None, typer.Option(help="Serve only these servers (repeatable).")] = None,
+    transport: Annotated[str, typer.Option(help="http (all servers) or stdio (one server).")] = "http",
+) -> None:
+    """Run the MCP servers: every server at /<name>/mcp over HTTP, or one over stdio for desktop clients."""
+    from insight_mcp.servers.app import SERVER_FACTORIES, build_app, build_servers
+
+    settings = _settings(ctx)
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    names = server or None
+    for name in names or []:
+        if name not in SERVER_FACTORIES:
+            fail(f"unknown server {name!r}; choose from {', '.join(SERVER_FACTORIES)}")
+    if transport == "stdio":
+        if not names or len(names) != 1:
+            fail("--transport stdio serves one server: add --server NAME")
+        mcp_server = build_servers(settings, names)[names[0]]
+        anyio.run(mcp_server.run_stdio_async)
+        return
+    if transport != "http":
+        fail("--transport must be http or stdio")
+    import uvicorn
+
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_token is None:
+        err.print("[yellow]warning:[/] serving beyond loopback without INSIGHT_API_TOKEN: anyone who can reach "
+                  "this port can call the tools")
+    uvicorn.run(build_app(settings, names), host=settings.host, port=settings.port, log_level="warning")
+
+
+@app.command("call")
+def call(
+    ctx: typer.Context,
+    server: Annotated[str, typer.Argument(help="Server name, e.g. system-tables.")],
+    tool: Annotated[str, typer.Argument(help="Tool name, e.g. run_query.")],
+    args_json: Annotated[str, typer.Argument(help='Arguments as a JSON object, e.g. \'{"sql": "SELECT 1"}\'.')] = "{}",
+    url: Annotated[str | None, typer.Option(help="Base URL of a running `insight-mcp serve`; default in-process.")] = None,
+) -> None:
+    """Call one tool and print its structured answer as JSON."""
+    from insight_mcp.clients.client import ToolCallError, connect_http, connect_in_process, server_url
+    from insight_mcp.servers.app import build_servers
+
+    settings = _settings(ctx)
+    try:
+        arguments = json.loads(args_json)
+    except json.JSONDecodeError as exc:
+        fail(f"ARGS_JSON is not valid JSON: {exc}")
+    if not isinstance(arguments, dict):
+        fail("ARGS_JSON must be a JSON object")
+
+    async def run() -> Any:
+        if url:
+            token = settings.api_token.get_secret_value() if settings.api_token else None
+            async with connect_http(server_url(url, server), token=token) as client:
+                return await client.call(tool, arguments)
+        mcp_server = build_servers(settings, [server])[server]
+        async with connect_in_process(mcp_server) as client:
+            return await client.call(tool, arguments)
+
+    try:
+        answer = anyio.run(run)
+    except ToolCallError as exc:
+        fail(exc.message, code=1)
+    except (ValueError, SettingsError) as exc:
+        fail(str(exc))
+    except Exception as exc:  # transport failures: connection refused, 401, 403
+        fail(f"could not reach {url or 'the server'}: {type(exc).__name__}: {exc}")
+    print_json(answer.structured if answer.structured is not None else answer.text)
+
+
+@config_app.command("claude")
+def config_claude(
+    ctx: typer.Context,
+    transport: Annotated[str, typer.Option(help="stdio (Claude Desktop) or http (Claude Code, remote).")] = "stdio",
+    url: Annotated[str, typer.Option(help="Base URL for http.")] = "http://127.0.0.1:8765",
+) -> None:
+    """Print an mcpServers block for Claude Desktop or Claude Code."""
+    from insight_mcp.servers.app import SERVER_FACTORIES
+
+    settings = _settings(ctx)
+    servers: dict[str, Any] = {}
+    command = shutil.which("insight-mcp") or str(Path(sys.argv[0]).resolve())
+    for name in SERVER_FACTORIES:
+        key = f"insight-{name}"
+        if transport == "stdio":
+            servers[key] = {
+                "command": command, "args": ["serve", "--server", name, "--transport", "stdio"],
+                "env": {"INSIGHT_HOME": str(settings.home)},
+            }
+        elif transport == "http":
+            entry: dict[str, Any] = {"type": "http", "url": f"{url.rstrip('/')}/{name}/mcp"}
+            if settings.api_token is not None:
+                entry["headers"] = {"Authorization": "Bearer ${INSIGHT_API_TOKEN}"}
+            servers[key] = entry
+        else:
+            fail("--transport must be stdio or http")
+    print_json({"mcpServers": servers})
+
+
+@app.command("demo")
+def demo(ctx: typer.Context) -> None:
+    """Set up the embedded workspace if absent, serve, and show real answers over MCP."""
+    from insight_mcp.clients.demo import run_demo
+
+    settings = _settings(ctx)
+    try:
+        run_demo(settings, out)
+    except (ValueError, SettingsError, OSError) as exc:
+        fail(str(exc))
+
+
+class _status:
+    """A spinner on a terminal, silence when piped."""
+
+    def __init__(self, message: str, *, enabled: bool) -> None:
+        self._ctx = err.status(message) if enabled and err.is_terminal else None
+
+    def __enter__(self) -> None:
+        if self._ctx:
+            self._ctx.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._ctx:
+            self._ctx.__exit__(*exc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    app()

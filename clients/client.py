@@ -1,0 +1,77 @@
+"""The client library other agents, the CLI and the supervisor use to call Insight MCP servers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server import MCPServer
+from mcp.shared._httpx_utils import create_mcp_http_client
+from pydantic import BaseModel
+
+
+class ToolCallError(RuntimeError):
+    """A tool answered with an error; the message is the server's, meant for the caller."""
+
+    def __init__(self, tool: str, message: str) -> None:
+        super().__init__(f"{tool}: {message}")
+        self.tool = tool
+        self.message = message
+
+
+class ToolAnswer(BaseModel):
+    """What a tool returned: structured data when it has an output schema, and its text rendering."""
+
+    tool: str
+    structured: dict[str, Any] | None
+    text: str
+
+
+class InsightClient:
+    """A connected MCP session with one Insight MCP server, with errors raised as exceptions."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def list_tools(self) -> list[str]:
+        """Tool names the server offers."""
+        return [t.name for t in (await self._client.list_tools()).tools]
+
+    async def call(self, tool: str, arguments: dict[str, Any] | None = None) -> ToolAnswer:
+        """Call a tool; raise ToolCallError when it reports an error."""
+        result = await self._client.call_tool(tool, arguments or {})
+        text = "\n".join(getattr(block, "text", "") for block in result.content)
+        if result.is_error:
+            raise ToolCallError(tool, text.removeprefix(f"Error executing tool {tool}: "))
+        return ToolAnswer(tool=tool, structured=result.structured_content, text=text)
+
+    @property
+    def raw(self) -> Client:
+        """The SDK client, for anything this wrapper does not cover."""
+        return self._client
+
+
+def server_url(base_url: str, server: str) -> str:
+    """`http://127.0.0.1:8765` + `system-tables` -> the server's streamable HTTP endpoint."""
+    return f"{base_url.rstrip('/')}/{server}/mcp"
+
+
+@contextlib.asynccontextmanager
+async def connect_http(url: str, *, token: str | None = None, timeout: float = 300.0) -> AsyncIterator[InsightClient]:
+    """Connect over streamable HTTP, sending the bearer token when one is given."""
+    import httpx2
+
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    http = create_mcp_http_client(headers=headers, timeout=httpx2.Timeout(30.0, read=timeout))
+    async with http, Client(streamable_http_client(url, http_client=http), read_timeout_seconds=timeout) as client:
+        yield InsightClient(client)
+
+
+@contextlib.asynccontextmanager
+async def connect_in_process(server: MCPServer) -> AsyncIterator[InsightClient]:
+    """Connect to a server object in this process: tests, the CLI's `call`, and embedding."""
+    async with Client(server) as client:
+        yield InsightClient(client)

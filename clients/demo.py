@@ -1,0 +1,113 @@
+"""The main job on the embedded default: build the workspace if absent, serve it, and ask it real questions over MCP."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import anyio
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from insight_mcp.agents.settings import Settings
+from insight_mcp.clients.client import InsightClient, connect_http, server_url
+
+DEMO_QUESTIONS: list[tuple[str, str, dict[str, Any]]] = [
+    ("What data is there?", "list_tables", {}),
+    ("Which actions failed most in the last day of data?", "run_query", {
+        "sql": "SELECT service_name, action_name, count(*) AS failures, count(DISTINCT user_identity.email) AS "
+               "principals FROM system.access.audit WHERE response.status_code >= 400 AND event_time >= "
+               "(SELECT max(event_time) - INTERVAL 1 DAY FROM system.access.audit) "
+               "GROUP BY ALL ORDER BY failures DESC LIMIT 8",
+    }),
+    ("Recent failed logins", "audit_events", {"service": "accounts", "status": "failure", "page_size": 8}),
+    ("Clusters with risky settings", "cluster_inventory", {"only_risky": True}),
+    ("Busiest SQL users this week", "query_history_summary", {"group_by": "user", "top": 8}),
+]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _render(console: Console, title: str, structured: dict[str, Any]) -> None:
+    rows: list[dict[str, Any]] | None = None
+    if "columns" in structured and "rows" in structured:
+        names = [c["name"] for c in structured["columns"]]
+        rows = [dict(zip(names, r, strict=True)) for r in structured["rows"]]
+    else:
+        for key in ("tables", "events", "clusters", "groups"):
+            if key in structured:
+                rows = structured[key]
+                break
+    if not rows:
+        console.print(f"[bold]{title}[/]: nothing found")
+        return
+    keep = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list)) or k == "risks"][:7]
+    table = Table(*keep, title=title, title_justify="left")
+    for row in rows[:10]:
+        table.add_row(*(_cell(row.get(k)) for k in keep))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    text = "" if value is None else str(value)
+    return text if len(text) <= 48 else text[:45] + "..."
+
+
+async def _ask(settings: Settings, base_url: str, console: Console) -> None:
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    async with connect_http(server_url(base_url, "system-tables"), token=token) as client:
+        await _questions(client, console)
+
+
+async def _questions(client: InsightClient, console: Console) -> None:
+    tools = await client.list_tools()
+    console.print(f"system-tables server offers: {', '.join(tools)}\n")
+    for title, tool, args in DEMO_QUESTIONS:
+        answer = await client.call(tool, args)
+        _render(console, f"{title}  ({tool})", answer.structured or {})
+
+
+def run_demo(settings: Settings, console: Console) -> None:
+    """Generate the workspace if absent, start the servers, ask questions over HTTP, stop, and say what next."""
+    from insight_mcp.agents.ingestion.generator import generate_workspace
+    from insight_mcp.servers.app import build_app
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if not settings.workspace_path.exists():
+        console.print(f"building the demo workspace at {settings.workspace_path} ...")
+        report = generate_workspace(settings.workspace_path)
+        console.print(f"  {sum(report.rows.values()):,} rows, {len(report.scenarios)} labelled scenarios, "
+                      f"{report.seconds:.1f} s")
+    else:
+        console.print(f"using the workspace at {settings.workspace_path}")
+    port = free_port()
+    demo_settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
+    server = uvicorn.Server(uvicorn.Config(build_app(demo_settings), host="127.0.0.1", port=port, log_level="warning"))
+    base_url = f"http://127.0.0.1:{port}"
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve)
+            while not server.started:
+                await anyio.sleep(0.05)
+            console.print(f"servers started at {base_url}\n")
+            try:
+                await _ask(demo_settings, base_url, console)
+            finally:
+                server.should_exit = True
+
+    anyio.run(main)
+    console.print("\nservers stopped.\n")
+    console.print("Next steps:")
+    console.print("  insight-mcp serve                      # every server at http://127.0.0.1:8765/<name>/mcp")
+    console.print("  insight-mcp config claude               # Claude Desktop config (stdio)")
+    console.print("  insight-mcp config claude --transport http   # Claude Code / remote clients")
+    console.print("  claude mcp add --transport http insight-system-tables http://127.0.0.1:8765/system-tables/mcp")

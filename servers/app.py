@@ -1,0 +1,137 @@
+"""One Starlette app that mounts every MCP server at /<name>/mcp, with Host/Origin checks, a bearer token and /health."""
+
+import contextlib
+import hmac
+import platform
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import duckdb
+import mcp
+import structlog
+from mcp.server import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from insight_mcp.agents.ingestion.backend import SystemTables
+from insight_mcp.agents.ingestion.engines import build_backend
+from insight_mcp.agents.settings import Settings
+from insight_mcp.agents.version import VERSION
+from insight_mcp.servers.system_tables import build_system_tables_server
+
+log = structlog.get_logger("insight_mcp.app")
+
+ServerFactory = Callable[[Settings, SystemTables], MCPServer]
+
+# Every capability, by the name it is mounted and served under.
+SERVER_FACTORIES: dict[str, ServerFactory] = {
+    "system-tables": build_system_tables_server,
+}
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """Allow only this server's own host names and local origins, plus configured extra origins."""
+    hosts = [f"{h}:*" for h in LOCAL_HOSTS] + list(LOCAL_HOSTS)
+    if settings.host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
+        hosts += [settings.host, f"{settings.host}:*"]
+    origins = [f"http://{h}:*" for h in LOCAL_HOSTS] + [f"http://{h}" for h in LOCAL_HOSTS]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins + settings.allowed_origins
+    )
+
+
+def build_servers(settings: Settings, names: list[str] | None = None) -> dict[str, MCPServer]:
+    """Build the named servers (all by default) over one shared backend."""
+    backend = build_backend(settings)
+    chosen = names or list(SERVER_FACTORIES)
+    unknown = [n for n in chosen if n not in SERVER_FACTORIES]
+    if unknown:
+        raise ValueError(f"unknown server {unknown[0]!r}; choose from {', '.join(SERVER_FACTORIES)}")
+    return {name: SERVER_FACTORIES[name](settings, backend) for name in chosen}
+
+
+class BearerTokenMiddleware:
+    """Require `Authorization: Bearer <token>` on every route but the bare liveness answer of /health."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    def _authorized(self, scope: Scope) -> bool:
+        for key, value in scope.get("headers", []):
+            if key == b"authorization":
+                scheme, _, presented = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(presented.strip(), self._token)
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        authorized = self._authorized(scope)
+        scope.setdefault("state", {})["authorized"] = authorized
+        if not authorized and scope.get("path") != "/health":
+            response = JSONResponse(
+                {"error": "unauthorized", "detail": "send Authorization: Bearer <INSIGHT_API_TOKEN>"},
+                status_code=401, headers={"WWW-Authenticate": 'Bearer realm="insight-mcp"'},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "insight_mcp": VERSION, "mcp": getattr(mcp, "__version__", _dist("mcp")), "duckdb": duckdb.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _dist(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
+def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:
+    """The HTTP app: each server at /<name>/mcp, /health, all behind Host/Origin checks and the token."""
+    servers = build_servers(settings, names)
+    security = transport_security(settings)
+    mounts: list[Any] = []
+    for name, server in servers.items():
+        sub = server.streamable_http_app(
+            streamable_http_path="/mcp", transport_security=security, host=settings.host
+        )
+        mounts.append(Mount(f"/{name}", app=sub))
+
+    async def health(request: Request) -> Response:
+        detail = bool(request.scope.get("state", {}).get("authorized", True))
+        body: dict[str, Any] = {"status": "ok"}
+        if detail:
+            workspace = settings.workspace_path
+            body |= {
+                "versions": _versions(),
+                "backend": settings.backend,
+                "workspace": {"path": str(workspace), "exists": workspace.exists()},
+                "servers": {n: {"path": f"/{n}/mcp", "tools": len(await s.list_tools())} for n, s in servers.items()},
+            }
+        return JSONResponse(body)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for server in servers.values():
+                await stack.enter_async_context(server.session_manager.run())
+            log.info("serving", servers=list(servers), host=settings.host, port=settings.port)
+            yield
+
+    app = Starlette(routes=[Route("/health", health), *mounts], lifespan=lifespan)
+    if settings.api_token is not None:
+        app.add_middleware(BearerTokenMiddleware, token=settings.api_token.get_secret_value())
+    return app

@@ -1,0 +1,70 @@
+"""What every Insight MCP server shares: explicit annotations, fenced answers and errors a model can act on."""
+
+import functools
+import inspect
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel
+
+from insight_mcp.agents.ingestion.backend import BackendError
+from insight_mcp.agents.ingestion.explore import InvalidArgument
+from insight_mcp.agents.settings import SettingsError
+from insight_mcp.agents.sql.guard import QueryRefused
+from insight_mcp.agents.untrusted import clean_value, fence
+
+log = structlog.get_logger("insight_mcp.tools")
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+# Errors whose message is written for the caller: they go back as tool errors word for word.
+CALLER_ERRORS: tuple[type[Exception], ...] = (InvalidArgument, QueryRefused, BackendError, SettingsError)
+
+
+def annotations(
+    *, title: str, read_only: bool, destructive: bool, idempotent: bool, open_world: bool
+) -> ToolAnnotations:
+    """Every hint set on purpose, never left to a default."""
+    return ToolAnnotations(
+        title=title, readOnlyHint=read_only, destructiveHint=destructive, idempotentHint=idempotent,
+        openWorldHint=open_world,
+    )
+
+
+def respond(model: BaseModel, *, source: str) -> CallToolResult:
+    """Structured content for programs, and the same data fenced as untrusted for a model to read."""
+    data = clean_value(model.model_dump(mode="json"))
+    return CallToolResult(content=[TextContent(type="text", text=fence(data, source=source))], structured_content=data)
+
+
+def guarded(tool: str) -> Callable[[F], F]:
+    """Turn known failures into clear tool errors and unknown ones into a reference, never a traceback."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                result = await fn(*args, **kwargs)
+            except ToolError:
+                log.info("tool_refused", tool=tool)
+                raise
+            except CALLER_ERRORS as exc:
+                log.info("tool_refused", tool=tool, error=type(exc).__name__, rule=getattr(exc, "rule", None))
+                raise ToolError(str(exc)) from None
+            except Exception:
+                ref = secrets.token_hex(4)
+                log.exception("tool_failed", tool=tool, ref=ref)
+                raise ToolError(f"internal error in {tool} (reference {ref}); the server log has the details") from None
+            log.info("tool_called", tool=tool, ms=round((time.perf_counter() - started) * 1000, 2))
+            return result
+
+        run.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+        return run  # type: ignore[return-value]
+
+    return wrap

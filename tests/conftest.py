@@ -1,0 +1,36 @@
+"""Shared fixtures: a temporary INSIGHT_HOME for every test and a small workspace with known rows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from insight_mcp.agents.settings import Settings, load_settings  # noqa: E402
+from workspace_fixture import build_fixture_workspace  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test ever writes to the real ~/.insight-mcp or reads a developer's token."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("INSIGHT_HOME", str(home))
+    monkeypatch.setenv("TEXTGRAD_LOG_DIR", str(home / "logs"))
+    for var in ("INSIGHT_API_TOKEN", "INSIGHT_CONFIG", "INSIGHT_BACKEND", "INSIGHT_WORKSPACE_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def fixture_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The hand-made workspace, built once per session and only ever read."""
+    return build_fixture_workspace(tmp_path_factory.mktemp("ws") / "workspace.duckdb")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, fixture_workspace: Path) -> Settings:
+    """Settings pointing at the fixture workspace, with a temporary home."""
+    return load_settings(home=tmp_path / "home", workspace_file=fixture_workspace)
