@@ -204,7 +204,13 @@ def call(
     url: Annotated[str | None, typer.Option(help="Base URL of a running `insight-mcp serve`; default in-process.")] = None,
 ) -> None:
     """Call one tool and print its structured answer as JSON."""
-    from insight_mcp.clients.client import ToolCallError, connect_http, connect_in_process, server_url
+    from insight_mcp.clients.client import (
+        ServerUnavailable,
+        ToolCallError,
+        connect_http,
+        connect_in_process,
+        server_url,
+    )
     from insight_mcp.servers.app import build_servers
 
     settings = _settings(ctx)
@@ -228,10 +234,8 @@ def call(
         answer = anyio.run(run)
     except ToolCallError as exc:
         fail(exc.message, code=1)
-    except (ValueError, SettingsError) as exc:
+    except (ValueError, SettingsError, ServerUnavailable) as exc:
         fail(str(exc))
-    except Exception as exc:  # transport failures: connection refused, 401, 403
-        fail(f"could not reach {url or 'the server'}: {type(exc).__name__}: {exc}")
     print_json(answer.structured if answer.structured is not None else answer.text)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server import MCPServer
+from mcp.shared.exceptions import MCPError
 from mcp.shared._httpx_utils import create_mcp_http_client
 from pydantic import BaseModel
 
@@ -20,6 +21,38 @@ class ToolCallError(RuntimeError):
         super().__init__(f"{tool}: {message}")
         self.tool = tool
         self.message = message
+
+
+class ServerUnavailable(RuntimeError):
+    """The server could not be reached or refused the connection; the message says what to fix."""
+
+
+def first_cause(exc: BaseException) -> BaseException:
+    """Task groups wrap failures in exception groups; callers want the one that happened."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _explain(exc: BaseException, url: str) -> BaseException:
+    import httpx2
+
+    if isinstance(exc, (ToolCallError, ServerUnavailable)):
+        return exc
+    if isinstance(exc, httpx2.HTTPStatusError):
+        status = exc.response.status_code
+        hint = {
+            401: "unauthorized: set INSIGHT_API_TOKEN to the server's token",
+            403: "forbidden: this Origin or Host is not allowed by the server",
+            404: "no MCP server at this path: check the server name (e.g. /system-tables/mcp)",
+            421: "this Host header is not allowed by the server",
+        }.get(status, f"the server answered HTTP {status}")
+        return ServerUnavailable(f"{url}: {hint}")
+    if isinstance(exc, (httpx2.ConnectError, ConnectionError, OSError)):
+        return ServerUnavailable(f"nothing answers at {url}: start it with `insight-mcp serve`")
+    if isinstance(exc, httpx2.TimeoutException):
+        return ServerUnavailable(f"{url} did not answer in time")
+    return exc
 
 
 class ToolAnswer(BaseModel):
@@ -66,12 +99,44 @@ async def connect_http(url: str, *, token: str | None = None, timeout: float = 3
 
     headers = {"Authorization": f"Bearer {token}"} if token else None
     http = create_mcp_http_client(headers=headers, timeout=httpx2.Timeout(30.0, read=timeout))
-    async with http, Client(streamable_http_client(url, http_client=http), read_timeout_seconds=timeout) as client:
-        yield InsightClient(client)
+    connected = False
+    try:
+        async with http, Client(
+            streamable_http_client(url, http_client=http), read_timeout_seconds=timeout
+        ) as client:
+            connected = True
+            yield InsightClient(client)
+    except BaseException as exc:
+        cause = first_cause(exc)
+        if isinstance(cause, MCPError) and not connected:
+            cause = await _probe(url, headers) or cause
+        explained = _explain(cause, url)
+        if explained is exc:
+            raise
+        raise explained from None
+
+
+async def _probe(url: str, headers: dict[str, str] | None) -> BaseException | None:
+    """The SDK reports a refused handshake without its HTTP status; ask once more to learn it."""
+    import httpx2
+
+    try:
+        async with httpx2.AsyncClient(headers=headers, timeout=10.0) as http:
+            response = await http.post(
+                url, json={"jsonrpc": "2.0", "id": 0, "method": "ping"},
+                headers={"Accept": "application/json, text/event-stream"},
+            )
+        response.raise_for_status()
+    except httpx2.HTTPError as exc:
+        return exc
+    return None
 
 
 @contextlib.asynccontextmanager
 async def connect_in_process(server: MCPServer) -> AsyncIterator[InsightClient]:
     """Connect to a server object in this process: tests, the CLI's `call`, and embedding."""
-    async with Client(server) as client:
-        yield InsightClient(client)
+    try:
+        async with Client(server) as client:
+            yield InsightClient(client)
+    except BaseExceptionGroup as group:
+        raise first_cause(group) from None
