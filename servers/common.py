@@ -65,6 +65,7 @@ def guarded(tool: str) -> Callable[[F], F]:
             return result
 
         run.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+        run.__doc__ = inspect.cleandoc(fn.__doc__ or "")
         return run  # type: ignore[return-value]
 
     return wrap

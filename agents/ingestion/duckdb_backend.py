@@ -46,9 +46,15 @@ def open_readonly(path: Path, *, threads: int | None = None) -> duckdb.DuckDBPyC
         conn = duckdb.connect(str(path), read_only=True, config=config)
     except duckdb.Error as exc:
         raise BackendError(f"cannot open workspace {path}: {_engine_message(exc)}") from None
-    # Timestamps are stored as UTC; then nobody may change any setting again.
-    conn.execute("SET TimeZone = 'UTC'")
-    conn.execute("SET lock_configuration = true")
+    # Timestamps are stored as UTC; then nobody may change any setting again. A second connection to the
+    # same file in this process shares the first one's database instance, already set and locked.
+    timezone, locked = conn.execute(
+        "SELECT current_setting('TimeZone'), current_setting('lock_configuration')"
+    ).fetchone()  # type: ignore[misc]
+    if not locked:
+        if timezone not in ("UTC", "Etc/UTC"):
+            conn.execute("SET GLOBAL TimeZone = 'UTC'")
+        conn.execute("SET GLOBAL lock_configuration = true")
     return conn
 
 

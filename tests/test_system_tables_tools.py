@@ -1,0 +1,172 @@
+"""The system-tables tools through the SDK's in-memory client, checked against the fixture's known rows."""
+
+from __future__ import annotations
+
+import ipaddress
+import statistics
+from pathlib import Path
+
+import pytest
+
+from insight_mcp.agents.settings import Settings, load_settings
+from insight_mcp.clients.client import ToolAnswer, ToolCallError, connect_in_process
+from insight_mcp.servers.system_tables import build_system_tables_server
+from workspace_fixture import BASE, audit_rows, query_rows
+
+
+class OneShotClient:
+    """Opens an in-memory session per call: pytest-asyncio runs fixture teardown in another task."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.server = build_system_tables_server(settings)
+
+    async def call(self, tool: str, args: dict[str, object] | None = None) -> ToolAnswer:
+        async with connect_in_process(self.server) as c:
+            return await c.call(tool, args)
+
+
+@pytest.fixture
+def client(settings: Settings) -> OneShotClient:
+    return OneShotClient(settings)
+
+
+async def test_list_tables_counts_rows_and_time_ranges(client: OneShotClient) -> None:
+    tables = {t["name"]: t for t in (await client.call("list_tables")).structured["tables"]}
+    assert len(tables) == 6
+    assert tables["system.access.audit"]["rows"] == 240
+    assert tables["system.query.history"]["rows"] == 60
+    assert tables["system.billing.usage"]["rows"] == 0
+    assert tables["system.access.audit"]["first_event"] == BASE.isoformat()
+
+
+async def test_describe_table_gives_nested_types(client: OneShotClient) -> None:
+    described = (await client.call("describe_table", {"table": "system.access.audit"})).structured
+    columns = {c["name"]: c["type"] for c in described["columns"]}
+    assert columns["request_params"] == "MAP<STRING, STRING>"
+    assert columns["user_identity"].startswith("STRUCT<email")
+    assert all(c["description"] for c in described["columns"])
+
+
+async def test_describe_unknown_table_lists_known_ones(client: OneShotClient) -> None:
+    with pytest.raises(ToolCallError, match="known tables: system.access.audit"):
+        await client.call("describe_table", {"table": "system.access.nothing"})
+
+
+async def test_audit_events_defaults_to_last_day_of_data(client: OneShotClient) -> None:
+    page = (await client.call("audit_events", {"page_size": 500})).structured
+    latest = max(r["event_time"] for r in audit_rows())
+    expected = [r for r in audit_rows() if (latest - r["event_time"]).total_seconds() < 86_400]
+    assert len(page["events"]) == len(expected)
+    assert page["events"][0]["event_id"] == "e-0239"
+
+
+async def test_audit_events_filters_match_the_fixture(client: OneShotClient) -> None:
+    args = {"since": "2026-11-01", "principal": "ALICE@corp.example", "status": "failure", "page_size": 500}
+    events = (await client.call("audit_events", args)).structured["events"]
+    expected = {r["event_id"] for r in audit_rows() if r["email"] == "alice@corp.example" and r["status_code"] >= 400}
+    assert {e["event_id"] for e in events} == expected and expected
+
+
+async def test_audit_events_cidr_filter(client: OneShotClient) -> None:
+    args = {"since": "2026-11-01", "source_ip": "10.0.0.0/8", "page_size": 500}
+    events = (await client.call("audit_events", args)).structured["events"]
+    network = ipaddress.ip_network("10.0.0.0/8")
+    expected = {r["event_id"] for r in audit_rows() if ipaddress.ip_address(r["source_ip_address"]) in network}
+    assert {e["event_id"] for e in events} == expected
+    assert len(expected) == 120
+
+
+async def test_pagination_walks_every_row_once(client: OneShotClient) -> None:
+    seen: list[str] = []
+    args: dict[str, object] = {"since": "2026-11-01", "service": "secrets", "page_size": 7}
+    while True:
+        page = (await client.call("audit_events", args)).structured
+        seen += [e["event_id"] for e in page["events"]]
+        if not page["next_cursor"]:
+            break
+        args["cursor"] = page["next_cursor"]
+    expected = sorted((r["event_id"] for r in audit_rows() if r["service_name"] == "secrets"), reverse=True)
+    assert seen == expected
+
+
+async def test_cursor_with_other_filters_is_refused(client: OneShotClient) -> None:
+    page = (await client.call("audit_events", {"since": "2026-11-01", "page_size": 5})).structured
+    with pytest.raises(ToolCallError, match="different set of filters"):
+        await client.call("audit_events", {"since": "2026-11-01", "page_size": 5, "action": "login",
+                                           "cursor": page["next_cursor"]})
+    with pytest.raises(ToolCallError, match="cursor is not one this tool returned"):
+        await client.call("audit_events", {"cursor": "not-a-cursor!!"})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"since": "yesterday"}, "ISO 8601"),
+        ({"since": "2026-11-12", "until": "2026-11-11"}, "earlier than until"),
+        ({"source_ip": "10.0.0.300"}, "not an IP address"),
+        ({"principal": "x' OR 1=1 --"}, "letters, digits"),
+        ({"page_size": 0}, "page_size"),
+        ({"status": "maybe"}, "status"),
+    ],
+)
+async def test_bad_arguments_get_clear_errors(client: OneShotClient, args: dict[str, object], message: str) -> None:
+    with pytest.raises(ToolCallError, match=message) as caught:
+        await client.call("audit_events", args)
+    assert "Traceback" not in caught.value.message
+
+
+async def test_cluster_inventory_flags_risky_settings(client: OneShotClient) -> None:
+    inventory = (await client.call("cluster_inventory")).structured
+    clusters = {c["cluster_id"]: c for c in inventory["clusters"]}
+    assert set(clusters) == {"c-1", "c-2", "c-3"}  # c-4 is deleted
+    assert clusters["c-1"]["risks"] == ["no_auto_termination", "no_isolation"]  # its latest change
+    assert clusters["c-2"]["risks"] == ["old_runtime"]
+    assert clusters["c-3"]["risks"] == []  # job clusters terminate with their run
+    with_deleted = (await client.call("cluster_inventory", {"include_deleted": True})).structured
+    assert "c-4" in {c["cluster_id"] for c in with_deleted["clusters"]}
+    risky = (await client.call("cluster_inventory", {"only_risky": True})).structured
+    assert {c["cluster_id"] for c in risky["clusters"]} == {"c-1", "c-2"}
+
+
+async def test_query_history_summary_per_user(client: OneShotClient) -> None:
+    summary = (await client.call("query_history_summary", {"since": "2026-11-01"})).structured
+    groups = {g["key"]: g for g in summary["groups"]}
+    for user in {r["executed_by"] for r in query_rows()}:
+        rows = [r for r in query_rows() if r["executed_by"] == user]
+        assert groups[user]["queries"] == len(rows)
+        assert groups[user]["failures"] == sum(r["execution_status"] == "FAILED" for r in rows)
+        assert groups[user]["read_bytes"] == sum(r["read_bytes"] for r in rows)
+        median = statistics.median(r["total_duration_ms"] for r in rows)
+        assert abs(groups[user]["p50_duration_ms"] - median) <= 300
+
+
+async def test_query_history_summary_per_warehouse(client: OneShotClient) -> None:
+    summary = (await client.call("query_history_summary", {"group_by": "warehouse", "since": "2026-11-01"})).structured
+    assert {g["key"]: g["queries"] for g in summary["groups"]} == {"wh-a": 30, "wh-b": 30}
+
+
+async def test_table_schemas_are_resources(settings: Settings) -> None:
+    async with connect_in_process(build_system_tables_server(settings)) as c:
+        resources = (await c.raw.list_resources()).resources
+        uris = {str(r.uri) for r in resources}
+        assert "insight://system-tables/system.access.audit/schema" in uris
+        assert len(uris) == 6
+        read = await c.raw.read_resource("insight://system-tables/system.query.history/schema")
+        assert '"read_bytes"' in read.contents[0].text
+
+
+async def test_missing_workspace_says_how_to_make_one(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "empty")
+    async with connect_in_process(build_system_tables_server(settings)) as c:
+        with pytest.raises(ToolCallError, match="insight-mcp workspace generate"):
+            await c.call("run_query", {"sql": "SELECT 1 FROM system.access.audit"})
+
+
+async def test_limit_argument_is_bounded_by_the_row_cap(tmp_path: Path, fixture_workspace: Path) -> None:
+    settings = load_settings(home=tmp_path, workspace_file=fixture_workspace, query={"row_cap": 10})
+    async with connect_in_process(build_system_tables_server(settings)) as c:
+        with pytest.raises(ToolCallError, match="limit"):
+            await c.call("run_query", {"sql": "SELECT 1 FROM system.access.audit", "limit": 11})
+        answer = (await c.call("run_query", {"sql": "SELECT event_id FROM system.access.audit LIMIT 500",
+                                             "limit": 10})).structured
+        assert answer["row_count"] == 10 and answer["truncated"] is True
