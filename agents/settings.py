@@ -23,6 +23,33 @@ class QueryLimits(BaseModel):
     timeout_seconds: float = Field(30.0, gt=0, le=3600, description="Statement timeout; the query is interrupted.")
 
 
+class Suppression(BaseModel):
+    """Known-good behaviour that should not raise findings."""
+
+    trusted_cidrs: list[str] = Field(default_factory=list, description="Networks whose activity is trusted.")
+    admin_principals: list[str] = Field(
+        default_factory=list, description="Admins whose privilege, configuration and init-script work is expected."
+    )
+    expected_service_principals: dict[str, list[str]] = Field(
+        default_factory=dict, description="Service principal id -> rule ids or categories it is expected to trip."
+    )
+    allowlists: dict[str, list[str]] = Field(
+        default_factory=dict, description="Rule id -> principals (glob patterns) never reported by that rule."
+    )
+
+
+class DetectionSettings(BaseModel):
+    """Which rules run, with which parameters, and what is suppressed."""
+
+    rules_dir: Path | None = Field(None, description="A folder of your own rule files, added to the built-in ones.")
+    disabled_rules: list[str] = Field(default_factory=list)
+    parameters: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Rule id -> parameter -> value, overriding the rule's defaults."
+    )
+    suppression: Suppression = Field(default_factory=Suppression)
+    max_evidence: int = Field(10, ge=1, le=100)
+
+
 class Settings(BaseSettings):
     """Everything the suite reads from its environment: paths, backend, limits, serving and the LM."""
 
@@ -37,6 +64,7 @@ class Settings(BaseSettings):
     backend: Literal["duckdb", "databricks"] = "duckdb"
     workspace_file: Path | None = Field(None, description="DuckDB workspace; default $INSIGHT_HOME/workspace.duckdb.")
     query: QueryLimits = Field(default_factory=QueryLimits)
+    detections: DetectionSettings = Field(default_factory=DetectionSettings)
 
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=1, le=65535)

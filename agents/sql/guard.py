@@ -76,7 +76,7 @@ def _function_name(node: exp.Expression) -> str:
     return ""
 
 
-def _check_functions(tree: exp.Expression) -> None:
+def check_functions(tree: exp.Expression) -> None:
     for node in tree.find_all(exp.Func):
         name = _function_name(node)
         names = {name, type(node).__name__.lower()}
@@ -88,12 +88,27 @@ def _check_functions(tree: exp.Expression) -> None:
                 )
 
 
-def _cte_names(tree: exp.Expression) -> set[str]:
-    return {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+def _visible_ctes(table: exp.Table) -> set[str]:
+    """CTE names in scope where `table` appears: a CTE defined in one subquery does not name a table outside it."""
+    names: set[str] = set()
+    child: exp.Expression = table
+    node = table.parent
+    while node is not None:
+        if isinstance(node, exp.With):
+            ctes = node.expressions
+            # Inside a CTE's body only the earlier CTEs are visible (and itself, when recursive).
+            at = next((i for i, cte in enumerate(ctes) if cte is child), len(ctes))
+            visible = ctes[: at + 1] if node.args.get("recursive") else ctes[:at]
+            names |= {cte.alias_or_name.lower() for cte in visible}
+        else:
+            with_ = node.args.get("with_") or node.args.get("with")
+            if isinstance(with_, exp.With) and with_ is not child:
+                names |= {cte.alias_or_name.lower() for cte in with_.expressions}
+        child, node = node, node.parent
+    return names
 
 
-def _check_tables(tree: exp.Expression, allowed: set[str]) -> list[str]:
-    ctes = _cte_names(tree)
+def check_tables(tree: exp.Expression, allowed: set[str]) -> list[str]:
     seen: list[str] = []
     for table in tree.find_all(exp.Table):
         target = table.this
@@ -107,7 +122,7 @@ def _check_tables(tree: exp.Expression, allowed: set[str]) -> list[str]:
         if not isinstance(target, exp.Identifier):
             raise QueryRefused("table_function", "only plain system tables may appear in FROM")
         catalog, db, name = table.catalog.lower(), table.db.lower(), table.name.lower()
-        if not catalog and not db and name in ctes:
+        if not catalog and not db and name in _visible_ctes(table):
             continue
         if any(ch in name for ch in "/\\:.'\""):
             raise QueryRefused("path_as_table", f"{table.name!r} looks like a path, not a table")
@@ -136,7 +151,7 @@ def _apply_limit(tree: exp.Expression, requested: int, cap: int) -> tuple[exp.Ex
     return tree.limit(wanted + 1, copy=True), wanted
 
 
-def _check_shape(statements: Iterable[exp.Expression | None]) -> exp.Expression:
+def check_shape(statements: Iterable[exp.Expression | None]) -> exp.Expression:
     parsed = [s for s in statements if s is not None]
     if len(parsed) != 1:
         raise QueryRefused("single_statement", f"send exactly one statement; got {len(parsed)}")
@@ -162,9 +177,9 @@ def guard_query(sql: str, *, allowed_tables: Iterable[str], limit: int, row_cap:
         statements = sqlglot.parse(sql, read="databricks")
     except (ParseError, TokenError) as exc:
         raise QueryRefused("parse", f"not valid Databricks SQL: {str(exc).splitlines()[0][:300]}") from None
-    tree = _check_shape(statements)
-    _check_functions(tree)
-    tables = _check_tables(tree, allowed)
+    tree = check_shape(statements)
+    check_functions(tree)
+    tables = check_tables(tree, allowed)
     limited, wanted = _apply_limit(tree, limit, row_cap)
     duck_tree = rename_catalog(limited)
     duck_sql = duck_tree.sql("duckdb")
@@ -173,8 +188,8 @@ def guard_query(sql: str, *, allowed_tables: Iterable[str], limit: int, row_cap:
         reparsed = sqlglot.parse(duck_sql, read="duckdb")
     except (ParseError, TokenError):
         raise QueryRefused("transpile", "the query could not be translated for the embedded engine") from None
-    _check_shape(reparsed)
-    _check_functions(reparsed[0])  # type: ignore[arg-type]
+    check_shape(reparsed)
+    check_functions(reparsed[0])  # type: ignore[arg-type]
     return GuardedQuery(
         databricks_sql=limited.sql("databricks"), duckdb_sql=duck_sql, tables=sorted(set(tables)), limit=wanted
     )

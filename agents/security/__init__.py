@@ -1,0 +1,1 @@
+"""Cyber Security Agent: the detection engine and its rule files."""

@@ -1,0 +1,195 @@
+"""Compile a rule's Databricks SQL once, at load time, into SQL the embedded engine runs with the same meaning.
+
+Steps: parse (databricks) -> guard -> portability lint -> bind parameters -> rename the `system` catalog ->
+compatibility transforms -> check every function against the engine -> EXPLAIN. A rule failing any step fails to load.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import sqlglot
+from pydantic import BaseModel
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from insight_mcp.agents.security.model import ParamValue, Rule
+from insight_mcp.agents.sql.dialect import CATALOG
+from insight_mcp.agents.sql.guard import QueryRefused, check_functions, check_shape, check_tables
+
+RUNTIME_PARAMS = ("since", "until", "baseline_start")
+REQUIRED_COLUMNS = ("principal", "workspace_id", "first_seen", "last_seen", "event_count", "evidence_ids")
+
+_LOOKAROUND = re.compile(r"\(\?[=!<]|\\[1-9]")
+
+
+class RuleCompileError(ValueError):
+    """A rule that cannot run the same way everywhere; the message names the file and the step."""
+
+
+class CompiledRule(BaseModel):
+    """A rule ready to run: its DuckDB SQL with runtime placeholders, and the portable SQL it came from."""
+
+    rule: Rule
+    source: str
+    databricks_sql: str
+    duckdb_sql: str
+    tables: list[str]
+
+
+def _lint_portability(tree: exp.Expression) -> None:
+    """Refuse constructs where sqlglot's output runs but means something else on DuckDB."""
+    for node in tree.walk():
+        name = node.name.lower() if isinstance(node, exp.Anonymous) else ""
+        if name == "window":
+            raise ValueError("Spark WINDOW(ts, '60 minutes') has no DuckDB translation: bucket with date_trunc")
+        if isinstance(node, exp.Anonymous) and name == "weekday" or type(node).__name__ == "WeekDay":
+            raise ValueError("weekday() numbers days differently across engines: use dayofweek() (1 = Sunday)")
+        if name == "array_distinct" or type(node).__name__ == "ArrayDistinct":
+            raise ValueError("array_distinct drops NULLs and order on DuckDB: use size(collect_set(...))")
+        if isinstance(node, exp.StrToUnix):
+            raise ValueError("unix_timestamp(col) does not transpile: use unix_seconds(col)")
+        if isinstance(node, exp.Filter) and isinstance(node.this, exp.ArrayUniqueAgg):
+            raise ValueError("collect_set(x) FILTER (WHERE ...) transpiles to a doubled FILTER: use CASE WHEN")
+        if isinstance(node, exp.Div) and isinstance(node.expression, exp.Literal) and node.expression.this in {"0", "0.0"}:
+            raise ValueError("division by zero errors under Spark ANSI and gives inf on DuckDB: use try_divide")
+        if isinstance(node, (exp.RegexpLike, exp.RegexpExtract, exp.RegexpReplace, exp.RegexpSplit)):
+            pattern = node.expression if not isinstance(node, exp.RegexpReplace) else node.args.get("expression")
+            if isinstance(pattern, exp.Literal) and _LOOKAROUND.search(pattern.this):
+                raise ValueError("DuckDB's regex is RE2: no lookaround and no backreferences")
+
+
+def _literal(value: ParamValue) -> exp.Expression:
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, (int, float)):
+        return exp.Literal.number(value)
+    if isinstance(value, list):
+        return exp.Array(expressions=[_literal(v) for v in value])
+    return exp.Literal.string(str(value))
+
+
+def bind_parameters(tree: exp.Expression, values: Mapping[str, ParamValue]) -> exp.Expression:
+    """Put rule parameters in as literals; leave :since, :until and :baseline_start for run time."""
+    missing: set[str] = set()
+
+    def swap(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Placeholder) and node.name:
+            if node.name in RUNTIME_PARAMS:
+                return node
+            if node.name not in values:
+                missing.add(node.name)
+                return node
+            value = values[node.name]
+            if isinstance(value, list) and isinstance(node.parent, exp.In):
+                return exp.Tuple(expressions=[_literal(v) for v in value])
+            return _literal(value)
+        return node
+
+    bound = tree.transform(swap, copy=True)
+    if missing:
+        raise ValueError(f"the query uses undeclared parameters: {', '.join(sorted(missing))}")
+    # `x IN (:list)` parses as IN with one expression; unwrap the tuple we put there.
+    for node in bound.find_all(exp.In):
+        items = node.expressions
+        if len(items) == 1 and isinstance(items[0], exp.Tuple):
+            node.set("expressions", items[0].expressions)
+    return bound
+
+
+def rename_tables(tree: exp.Expression, target: Callable[[str, str], exp.Table]) -> exp.Expression:
+    """Point every `system.<schema>.<table>` where the engine keeps it."""
+
+    def swap(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Table) and node.catalog.lower() == CATALOG and isinstance(node.this, exp.Identifier):
+            new = target(node.db.lower(), node.name.lower())
+            for key in ("alias", "joins", "pivots", "laterals"):
+                if node.args.get(key) is not None:
+                    new.set(key, node.args[key])
+            return new
+        return node
+
+    return tree.transform(swap, copy=True)
+
+
+def compat_transforms(tree: exp.Expression) -> exp.Expression:
+    """Make DuckDB answer the way Spark does where sqlglot's translation differs."""
+
+    def fix(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.DayOfWeek):  # Spark: 1 = Sunday; DuckDB: 0 = Sunday
+            return exp.paren(exp.Add(this=node.copy(), expression=exp.Literal.number(1)))
+        if isinstance(node, (exp.DateAdd, exp.DateSub)) and not isinstance(node.parent, exp.Cast):
+            unit = node.args.get("unit")
+            if unit is None or unit.name.upper() == "DAY":  # Spark date_add/date_sub return DATE
+                return exp.cast(node.copy(), "DATE")
+        return node
+
+    return tree.transform(fix, copy=True)
+
+
+def called_functions(duckdb_sql: str) -> set[str]:
+    """Names of functions sqlglot passed through unknown: they must exist in the engine."""
+    tree = sqlglot.parse_one(duckdb_sql, read="duckdb")
+    return {node.name.lower() for node in tree.find_all(exp.Anonymous)}
+
+
+def compile_rule(
+    rule: Rule,
+    source: str,
+    *,
+    allowed_tables: Iterable[str],
+    overrides: Mapping[str, Any] | None = None,
+    table_target: Callable[[str, str], exp.Table],
+    engine_functions: set[str],
+    explain: Callable[[str], None] | None = None,
+) -> CompiledRule:
+    """Run every compile step; any failure raises RuleCompileError naming the file and what to change."""
+    try:
+        statements = sqlglot.parse(rule.query, read="databricks")
+    except (ParseError, TokenError) as exc:
+        raise RuleCompileError(f"{source}: query is not valid Databricks SQL: {str(exc).splitlines()[0]}") from None
+    try:
+        tree = check_shape(statements)
+        check_functions(tree)
+        referenced = set(check_tables(tree, set(allowed_tables)))
+    except QueryRefused as exc:
+        raise RuleCompileError(f"{source}: query refused by the guard ({exc.rule}): {exc.detail}") from None
+    undeclared = referenced - set(rule.tables)
+    if undeclared:
+        raise RuleCompileError(f"{source}: field 'tables' must list {', '.join(sorted(undeclared))}")
+    values: dict[str, Any] = {name: p.default for name, p in rule.parameters.items()}
+    for name, value in (overrides or {}).items():
+        if name not in values:
+            raise RuleCompileError(f"{source}: config overrides unknown parameter {name!r}")
+        values[name] = value
+    try:
+        _lint_portability(tree)
+        bound = bind_parameters(tree, values)
+    except ValueError as exc:
+        raise RuleCompileError(f"{source}: field 'query': {exc}") from None
+    outputs = {s.alias_or_name.lower() for s in bound.selects} if isinstance(bound, exp.Select) else set()
+    if isinstance(bound, exp.SetOperation):
+        outputs = {s.alias_or_name.lower() for s in bound.left.selects}  # type: ignore[attr-defined]
+    missing = [c for c in REQUIRED_COLUMNS if c not in outputs]
+    if missing:
+        raise RuleCompileError(f"{source}: field 'query' must return columns {', '.join(missing)}")
+    duck_tree = compat_transforms(rename_tables(bound, table_target))
+    duckdb_sql = duck_tree.sql("duckdb")
+    unknown = called_functions(duckdb_sql) - engine_functions
+    if unknown:
+        raise RuleCompileError(
+            f"{source}: field 'query' calls {', '.join(sorted(unknown))}, which DuckDB does not have "
+            "(sqlglot passed it through untranslated)"
+        )
+    if explain is not None:
+        try:
+            explain(duckdb_sql)
+        except Exception as exc:  # the engine's own words
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuleCompileError(f"{source}: field 'query' does not plan on DuckDB: {first[:300]}") from None
+    return CompiledRule(
+        rule=rule, source=source, databricks_sql=bound.sql("databricks"), duckdb_sql=duckdb_sql,
+        tables=sorted(referenced),
+    )

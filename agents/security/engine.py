@@ -1,0 +1,264 @@
+"""The detection engine: knows no rule in particular; loads, compiles, runs them in parallel and normalises findings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import ipaddress
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import duckdb
+import structlog
+from pydantic import BaseModel, Field
+from sqlglot import exp
+
+from insight_mcp.agents.ingestion.backend import BackendError, json_value
+from insight_mcp.agents.ingestion.catalog import TABLES, get_table
+from insight_mcp.agents.security.compiler import CompiledRule, RuleCompileError, compile_rule
+from insight_mcp.agents.security.model import (
+    SEVERITY_RANK,
+    Evidence,
+    Finding,
+    Rule,
+    finding_id,
+)
+from insight_mcp.agents.security.rules import builtin_rule_dirs, load_rules
+from insight_mcp.agents.settings import DetectionSettings, Suppression
+
+log = structlog.get_logger("insight_mcp.detections")
+
+WS = "ws"  # the workspace file, attached read-only
+SLICE_PREFIX = "slice_"
+ADMIN_WORK = {"privilege_escalation", "defense_evasion", "supply_chain"}
+
+
+class RuleStat(BaseModel):
+    rule_id: str
+    ms: float
+    rows: int
+    error: str | None = None
+
+
+class DetectionRun(BaseModel):
+    """Findings of one run, with what each rule cost."""
+
+    since: dt.datetime
+    until: dt.datetime
+    findings: list[Finding]
+    suppressed: int
+    rules_run: int
+    stats: list[RuleStat] = Field(default_factory=list)
+    slice_ms: float = 0.0
+
+
+def _open_engine(workspace: Path) -> duckdb.DuckDBPyConnection:
+    """In-memory scratch for shared slices, the workspace attached read-only, then locked."""
+    if not workspace.exists():
+        raise BackendError(
+            f"no workspace at {workspace}: run `insight-mcp workspace generate` or `insight-mcp workspace load`"
+        )
+    conn = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
+                                               "autoload_known_extensions": False})
+    conn.execute(f"ATTACH '{workspace.as_posix()}' AS {WS} (READ_ONLY)")
+    conn.execute("SET GLOBAL TimeZone = 'UTC'")
+    conn.execute("SET GLOBAL enable_external_access = false")
+    conn.execute("SET GLOBAL lock_configuration = true")
+    return conn
+
+
+def _table_target(sliced: set[str]) -> Any:
+    def target(schema_name: str, table_name: str) -> exp.Table:
+        full = f"system.{schema_name}.{table_name}"
+        if full in sliced:
+            return exp.table_(f"{SLICE_PREFIX}{schema_name}_{table_name}", db="main", catalog="memory")
+        return exp.table_(table_name, db=schema_name, catalog=WS)
+
+    return target
+
+
+def _in_cidrs(value: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return any(address in net for net in networks)
+
+
+class DetectionEngine:
+    """Rules compiled once against one workspace; `run` answers a window."""
+
+    def __init__(self, workspace: Path, config: DetectionSettings, *, sliced_tables: Iterable[str] = ("system.access.audit",)) -> None:
+        self.workspace = workspace
+        self.config = config
+        self._conn = _open_engine(workspace)
+        self._lock = threading.Lock()
+        self._sliced = set(sliced_tables)
+        folders = builtin_rule_dirs() + ([config.rules_dir] if config.rules_dir else [])
+        self.rules: dict[str, CompiledRule] = {}
+        functions = {r[0].lower() for r in self._conn.execute("SELECT function_name FROM duckdb_functions()").fetchall()}
+        self._create_empty_slices()
+        for rule, path in load_rules(folders):
+            if rule.id in config.disabled_rules:
+                continue
+            self.rules[rule.id] = compile_rule(
+                rule, path.name, allowed_tables=TABLES.keys(), overrides=config.parameters.get(rule.id),
+                table_target=_table_target(self._sliced), engine_functions=functions, explain=self._explain,
+            )
+        unknown = (set(config.parameters) | set(config.disabled_rules)) - {r.id for r, _ in load_rules(folders)}
+        if unknown:
+            raise RuleCompileError(f"detections config names unknown rules: {', '.join(sorted(unknown))}")
+
+    def _explain(self, sql: str) -> None:
+        cursor = self._conn.cursor()
+        try:
+            params = {"since": dt.datetime(2000, 1, 1), "until": dt.datetime(2000, 1, 2),
+                      "baseline_start": dt.datetime(1999, 12, 1)}
+            used = {k: v for k, v in params.items() if f"${k}" in sql}
+            cursor.execute(f"EXPLAIN {sql}", used or None)
+        finally:
+            cursor.close()
+
+    def _create_empty_slices(self) -> None:
+        for name in self._sliced:
+            spec = get_table(name)
+            self._conn.execute(
+                f"CREATE OR REPLACE TABLE memory.main.{SLICE_PREFIX}{spec.schema_name}_{spec.table_name} AS "
+                f"SELECT * FROM {WS}.{spec.local_name} LIMIT 0"
+            )
+
+    def _fill_slices(self, start: dt.datetime, until: dt.datetime) -> float:
+        """One filtered pass per table: every rule that reads it shares the rows of the window and baseline."""
+        started = time.perf_counter()
+        for name in self._sliced:
+            spec = get_table(name)
+            self._conn.execute(
+                f"CREATE OR REPLACE TABLE memory.main.{SLICE_PREFIX}{spec.schema_name}_{spec.table_name} AS "
+                f"SELECT * FROM {WS}.{spec.local_name} WHERE {spec.time_column} >= $start AND {spec.time_column} < $until",
+                {"start": start, "until": until},
+            )
+        return (time.perf_counter() - started) * 1000
+
+    def select(
+        self, *, rule_ids: list[str] | None = None, categories: list[str] | None = None
+    ) -> list[CompiledRule]:
+        """The compiled rules matching the filters."""
+        unknown = set(rule_ids or []) - set(self.rules)
+        if unknown:
+            raise ValueError(f"unknown rule ids: {', '.join(sorted(unknown))}")
+        chosen = [r for r in self.rules.values() if not rule_ids or r.rule.id in rule_ids]
+        return [r for r in chosen if not categories or r.rule.category in categories]
+
+    def _run_one(self, compiled: CompiledRule, params: dict[str, Any]) -> tuple[list[dict[str, Any]], RuleStat]:
+        cursor = self._conn.cursor()
+        started = time.perf_counter()
+        try:
+            used = {k: v for k, v in params.items() if f"${k}" in compiled.duckdb_sql}
+            relation = cursor.execute(compiled.duckdb_sql, used or None)
+            names = [d[0] for d in relation.description or []]
+            rows = [dict(zip(names, r, strict=True)) for r in relation.fetchall()]
+            return rows, RuleStat(rule_id=compiled.rule.id, ms=(time.perf_counter() - started) * 1000, rows=len(rows))
+        except duckdb.Error as exc:
+            message = str(exc).strip().splitlines()[0][:300]
+            log.warning("rule_failed", rule=compiled.rule.id, error=message)
+            return [], RuleStat(rule_id=compiled.rule.id, ms=(time.perf_counter() - started) * 1000, rows=0,
+                                error=message)
+        finally:
+            cursor.close()
+
+    async def run(
+        self,
+        since: dt.datetime,
+        until: dt.datetime,
+        *,
+        categories: list[str] | None = None,
+        min_severity: str = "info",
+        workspace_id: str | None = None,
+        rule_ids: list[str] | None = None,
+        concurrency: int = 4,
+    ) -> DetectionRun:
+        """Run the chosen rules over [since, until) with their baselines, in parallel; normalise and suppress."""
+        if since >= until:
+            raise ValueError("since must be earlier than until")
+        chosen = self.select(rule_ids=rule_ids, categories=categories)
+        baseline_days = max((c.rule.baseline_days for c in chosen), default=0)
+        baseline_start = since - dt.timedelta(days=baseline_days)
+        params = {"since": since, "until": until, "baseline_start": baseline_start}
+        with self._lock:
+            slice_ms = await anyio.to_thread.run_sync(self._fill_slices, baseline_start, until)
+            limiter = anyio.CapacityLimiter(concurrency)
+            results: list[tuple[CompiledRule, list[dict[str, Any]], RuleStat]] = []
+
+            async def one(compiled: CompiledRule) -> None:
+                rows, stat = await anyio.to_thread.run_sync(self._run_one, compiled, params, limiter=limiter)
+                results.append((compiled, rows, stat))
+
+            async with anyio.create_task_group() as tg:
+                for compiled in chosen:
+                    tg.start_soon(one, compiled)
+        findings: dict[str, Finding] = {}
+        suppressed = 0
+        floor = SEVERITY_RANK[min_severity]
+        for compiled, rows, _stat in results:
+            for row in rows:
+                finding = self._normalise(compiled.rule, row)
+                if finding is None or SEVERITY_RANK[finding.severity] < floor:
+                    continue
+                if workspace_id and finding.workspace_id not in (workspace_id, None):
+                    continue
+                if self._suppressed(finding, self.config.suppression):
+                    suppressed += 1
+                    continue
+                existing = findings.get(finding.id)
+                if existing is None or finding.event_count > existing.event_count:
+                    findings[finding.id] = finding
+        ordered = sorted(findings.values(), key=lambda f: (-SEVERITY_RANK[f.severity], f.first_seen, f.rule_id))
+        stats = sorted((s for _, _, s in results), key=lambda s: -s.ms)
+        return DetectionRun(since=since, until=until, findings=ordered, suppressed=suppressed, rules_run=len(chosen),
+                            stats=stats, slice_ms=round(slice_ms, 2))
+
+    def _normalise(self, rule: Rule, row: dict[str, Any]) -> Finding | None:
+        principal = row.get("principal")
+        first, last = row.get("first_seen"), row.get("last_seen")
+        if not principal or first is None or last is None:
+            return None
+        if isinstance(first, dt.date) and not isinstance(first, dt.datetime):
+            first = dt.datetime.combine(first, dt.time())
+        if isinstance(last, dt.date) and not isinstance(last, dt.datetime):
+            last = dt.datetime.combine(last, dt.time())
+        ids = [str(i) for i in (row.get("evidence_ids") or []) if i is not None][: self.config.max_evidence]
+        extra = {k: json_value(v) for k, v in row.items() if k not in {
+            "principal", "workspace_id", "first_seen", "last_seen", "event_count", "evidence_ids", "severity"}}
+        severity = row.get("severity") if row.get("severity") in SEVERITY_RANK else rule.severity
+        workspace = None if row.get("workspace_id") is None else str(row["workspace_id"])
+        return Finding(
+            id=finding_id(rule.id, str(principal), workspace, first, rule.dedup_window_hours),
+            rule_id=rule.id, category=rule.category, severity=severity, title=rule.title,
+            principal=json_value(str(principal)), workspace_id=workspace, first_seen=first, last_seen=last,
+            event_count=int(row.get("event_count") or 0), evidence=Evidence(event_ids=ids, fields=extra),
+            mitre=rule.mitre, recommendation=rule.recommendation, threat_model=rule.threat_model,
+        )
+
+    @staticmethod
+    def _suppressed(finding: Finding, rules: Suppression) -> bool:
+        networks = [ipaddress.ip_network(c, strict=False) for c in rules.trusted_cidrs]
+        if networks and _in_cidrs(finding.principal, networks):
+            return True
+        ips = finding.evidence.fields.get("source_ips")
+        if networks and isinstance(ips, list) and ips and all(_in_cidrs(str(ip), networks) for ip in ips):
+            return True
+        principal = finding.principal.lower()
+        if finding.category in ADMIN_WORK and principal in {p.lower() for p in rules.admin_principals}:
+            return True
+        expected = rules.expected_service_principals.get(finding.principal, [])
+        if finding.rule_id in expected or finding.category in expected:
+            return True
+        patterns = rules.allowlists.get(finding.rule_id, [])
+        return any(fnmatch.fnmatch(principal, p.lower()) for p in patterns)
+
+    def close(self) -> None:
+        self._conn.close()

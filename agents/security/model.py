@@ -1,0 +1,114 @@
+"""What a detection rule and a finding are: data with a fixed vocabulary, validated at the boundary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Category = Literal[
+    "brute_force", "token_abuse", "ip_access_denied", "privilege_escalation", "defense_evasion",
+    "data_exfiltration", "secrets_access", "supply_chain", "suspicious_network", "resource_abuse",
+    "destructive_activity", "unauthorized_data_access", "session_hijacking", "posture",
+]
+CATEGORIES: tuple[str, ...] = Category.__args__  # type: ignore[attr-defined]
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+SEVERITIES: tuple[str, ...] = Severity.__args__  # type: ignore[attr-defined]
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+ThreatModel = Literal[
+    "account_takeover", "exfiltration", "insider", "supply_chain", "platform_compromise", "resource_abuse", "posture",
+]
+
+ParamValue = int | float | str | bool | list[str] | list[int]
+
+
+class RuleParameter(BaseModel):
+    """A named threshold, window or list a rule's query reads as :name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default: ParamValue
+    description: str = ""
+
+
+class Rule(BaseModel):
+    """One detection: metadata plus one query in the Databricks SQL dialect that returns finding rows.
+
+    Field names follow Databricks' own detection-rule object (severity, mitre, fidelity, dedup window) so rules can be
+    exported there later.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{2,80}$")
+    title: str = Field(min_length=5, max_length=200)
+    description: str = Field(min_length=10)
+    category: Category
+    severity: Severity
+    fidelity: Literal["low", "medium", "high"] = "medium"
+    mitre: list[str] = Field(default_factory=list)
+    threat_model: ThreatModel
+    tables: list[str] = Field(min_length=1)
+    parameters: dict[str, RuleParameter] = Field(default_factory=dict)
+    baseline_days: int = Field(0, ge=0, le=365, description="History before the window the query reads.")
+    dedup_window_hours: int = Field(24, ge=1, le=24 * 90)
+    false_positives: str = ""
+    recommendation: str = Field(min_length=5)
+    query: str = Field(min_length=20)
+
+    @field_validator("mitre")
+    @classmethod
+    def _mitre_ids(cls, value: list[str]) -> list[str]:
+        import re
+
+        for item in value:
+            if not re.fullmatch(r"T\d{4}(\.\d{3})?", item):
+                raise ValueError(f"{item!r} is not a MITRE ATT&CK technique id like T1110 or T1110.003")
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _param_names(cls, value: dict[str, RuleParameter]) -> dict[str, RuleParameter]:
+        import re
+
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in {"since", "until", "baseline_start"}:
+                raise ValueError(f"parameter name {name!r} must be snake_case and not since/until/baseline_start")
+        return value
+
+
+class Evidence(BaseModel):
+    """A bounded sample of the events behind a finding."""
+
+    event_ids: list[str] = Field(default_factory=list)
+    fields: dict[str, Any] = Field(default_factory=dict, description="The values that made the rule fire.")
+
+
+class Finding(BaseModel):
+    """One detection result: who or what, when, how much, and what to do."""
+
+    id: str = Field(description="Stable hash of rule, principal, workspace and window: re-runs de-duplicate.")
+    rule_id: str
+    category: Category
+    severity: Severity
+    title: str
+    principal: str = Field(description="User email, service principal id, IP address or destination domain.")
+    workspace_id: str | None
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    event_count: int
+    evidence: Evidence
+    mitre: list[str]
+    recommendation: str
+    threat_model: str
+
+
+def finding_id(rule_id: str, principal: str, workspace_id: str | None, first_seen: dt.datetime, window_hours: int) -> str:
+    """Same rule, principal, workspace and dedup window: same id, so re-runs and overlaps collapse."""
+    bucket = int(first_seen.timestamp() // (window_hours * 3600))
+    raw = f"{rule_id}|{principal.lower()}|{workspace_id or ''}|{bucket}"
+    return "f-" + hashlib.sha256(raw.encode()).hexdigest()[:20]

@@ -1,0 +1,60 @@
+"""Rule files: one YAML file per rule, named by its id, loaded and validated with errors that name file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from insight_mcp.agents.security.model import Rule
+
+SECURITY_RULES = Path(__file__).parent / "rules"
+
+
+class RuleFileError(ValueError):
+    """A rule file that cannot be used; the message names the file and the field."""
+
+
+def builtin_rule_dirs() -> list[Path]:
+    """The rule folders shipped with the suite: security and network."""
+    from insight_mcp.agents.network import RULES_DIR as NETWORK_RULES
+
+    return [SECURITY_RULES, NETWORK_RULES]
+
+
+def load_rule_file(path: Path) -> Rule:
+    """Read and validate one rule file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RuleFileError(f"{path.name}: not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise RuleFileError(f"{path}: cannot read: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise RuleFileError(f"{path.name}: a rule file must hold a mapping of fields")
+    try:
+        rule = Rule.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(file)"
+        raise RuleFileError(f"{path.name}: field '{field}': {err['msg']}") from None
+    if rule.id != path.stem:
+        raise RuleFileError(f"{path.name}: field 'id' is {rule.id!r} but the file must be named after it")
+    return rule
+
+
+def load_rules(folders: list[Path]) -> list[tuple[Rule, Path]]:
+    """Every rule in the folders; a later folder may not reuse an id (user rules add, they do not shadow)."""
+    seen: dict[str, Path] = {}
+    out: list[tuple[Rule, Path]] = []
+    for folder in folders:
+        if not folder.is_dir():
+            raise RuleFileError(f"rule folder {folder} does not exist")
+        for path in sorted(folder.glob("*.y*ml")):
+            rule = load_rule_file(path)
+            if rule.id in seen:
+                raise RuleFileError(f"{path.name}: id {rule.id!r} is already defined in {seen[rule.id]}")
+            seen[rule.id] = path
+            out.append((rule, path))
+    return out
