@@ -92,7 +92,14 @@ def _in_cidrs(value: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6N
 class DetectionEngine:
     """Rules compiled once against one workspace; `run` answers a window."""
 
-    def __init__(self, workspace: Path, config: DetectionSettings, *, sliced_tables: Iterable[str] = ("system.access.audit",)) -> None:
+    def __init__(
+        self,
+        workspace: Path,
+        config: DetectionSettings,
+        *,
+        sliced_tables: Iterable[str] = ("system.access.audit",),
+        only: Iterable[str] | None = None,
+    ) -> None:
         self.workspace = workspace
         self.config = config
         self._conn = _open_engine(workspace)
@@ -102,8 +109,9 @@ class DetectionEngine:
         self.rules: dict[str, CompiledRule] = {}
         functions = {r[0].lower() for r in self._conn.execute("SELECT function_name FROM duckdb_functions()").fetchall()}
         self._create_empty_slices()
+        wanted = set(only) if only is not None else None
         for rule, path in load_rules(folders):
-            if rule.id in config.disabled_rules:
+            if rule.id in config.disabled_rules or (wanted is not None and rule.id not in wanted):
                 continue
             self.rules[rule.id] = compile_rule(
                 rule, path.name, allowed_tables=TABLES.keys(), overrides=config.parameters.get(rule.id),

@@ -1,0 +1,146 @@
+"""Per-rule cases as data: events that must fire a rule and near-misses that must not, in a real workspace file.
+
+A case file `tests/rule_cases/<rule_id>.yaml` holds:
+
+    window: {since: "2026-11-10T00:00:00", until: "2026-11-11T00:00:00"}
+    fires:                      # each scenario must produce a finding of this rule for `expect.principal`
+      - name: twenty failures in ten minutes
+        expect: {principal: mallory@corp.example}
+        audit:
+          - {t: "2026-11-10T10:00:00", email: mallory@corp.example, ip: 203.0.113.9, service: accounts,
+             action: login, status: 401, repeat: 20, every_seconds: 30}
+    near_misses:                # each scenario must produce no finding of this rule
+      - name: five failures
+        audit: [...]
+
+Audit shorthand keys: t, email, ip, service, action, status, error, params (map), ua, session, ws, run_by,
+repeat, every_seconds, vary_ip (append the repeat index to the last octet), vary_params (a key whose value gets the
+repeat index appended). Other tables (`clusters`, `query_history`, `outbound_network`, `inbound_network`,
+`billing`) take rows with their real column names; nested columns as mappings; `repeat`/`every_seconds` work too,
+shifting the table's time column.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import yaml
+
+from insight_mcp.agents.ingestion.catalog import TABLES, get_table
+
+CASES = Path(__file__).parent / "rule_cases"
+SHORT_TABLES = {
+    "audit": "system.access.audit",
+    "clusters": "system.compute.clusters",
+    "query_history": "system.query.history",
+    "outbound_network": "system.access.outbound_network",
+    "inbound_network": "system.access.inbound_network",
+    "billing": "system.billing.usage",
+}
+
+
+def _ts(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=None)
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).replace(tzinfo=None)
+
+
+def _audit_row(spec: dict[str, Any], index: int, when: dt.datetime) -> dict[str, Any]:
+    ip = str(spec.get("ip", "198.51.100.10"))
+    if spec.get("vary_ip"):
+        head, _, _ = ip.rpartition(".")
+        ip = f"{head}.{(index % 250) + 1}"
+    params = {str(k): str(v) for k, v in (spec.get("params") or {}).items()}
+    if spec.get("vary_params"):
+        key = spec["vary_params"]
+        params[key] = f"{params.get(key, key)}-{index}"
+    email = spec.get("email", "someone@corp.example")
+    status = int(spec.get("status", 200))
+    seed = f"{email}|{spec.get('action')}|{when.isoformat()}|{index}|{ip}|{sorted(params.items())}"
+    return {
+        "account_id": "acc-test", "workspace_id": str(spec.get("ws", "1001")), "version": "2.0",
+        "event_time": when, "event_date": when.date(), "source_ip_address": ip,
+        "user_agent": spec.get("ua", "Mozilla/5.0 (Macintosh) Chrome/130.0"),
+        "session_id": spec.get("session", f"sess-{hashlib.md5(str(email).encode()).hexdigest()[:8]}"),
+        "user_identity": {"email": email, "subject_name": None},
+        "service_name": spec.get("service", "accounts"), "action_name": spec.get("action", "login"),
+        "request_id": f"req-{index}", "request_params": {"key": list(params), "value": list(params.values())},
+        "response": {"status_code": status, "error_message": spec.get("error"), "result": None},
+        "audit_level": spec.get("level", "WORKSPACE_LEVEL"),
+        "event_id": "ev-" + hashlib.sha256(seed.encode()).hexdigest()[:24],
+        "identity_metadata": {"run_by": spec.get("run_by"), "run_as": spec.get("run_as"), "acting_resource": None},
+    }
+
+
+def _expand(table: str, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    spec_table = get_table(table)
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        repeat, every = int(spec.get("repeat", 1)), float(spec.get("every_seconds", 60))
+        start = _ts(spec.get("t") or spec.get(spec_table.time_column))
+        for i in range(repeat):
+            when = start + dt.timedelta(seconds=every * i)
+            if table == "system.access.audit":
+                rows.append(_audit_row(spec, len(rows), when))
+                continue
+            row = {k: v for k, v in spec.items() if k not in {"t", "repeat", "every_seconds"}}
+            row[spec_table.time_column] = when
+            for key in spec_table.event_key:
+                if key not in row or (repeat > 1 and key != spec_table.time_column):
+                    row[key] = f"{row.get(key, key)}-{len(rows)}"
+            rows.append(row)
+    return rows
+
+
+def _to_param(value: Any, duck_type: str) -> Any:
+    if value is None:
+        return None
+    if duck_type.startswith("MAP(") and isinstance(value, dict) and set(value) != {"key", "value"}:
+        return {"key": [str(k) for k in value], "value": [None if v is None else str(v) for v in value.values()]}
+    if duck_type == "TIMESTAMP":
+        return _ts(value)
+    if duck_type == "DATE" and not isinstance(value, dt.date):
+        return dt.date.fromisoformat(str(value)[:10])
+    return value
+
+
+def build_workspace(path: Path, tables: dict[str, list[dict[str, Any]]]) -> Path:
+    """A workspace file with every catalog table, holding the expanded rows of a scenario."""
+    con = duckdb.connect(str(path))
+    for spec in TABLES.values():
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {spec.schema_name}")
+        con.execute(spec.create_sql())
+    for short, specs in tables.items():
+        table = SHORT_TABLES.get(short, short)
+        spec = get_table(table)
+        rows = _expand(table, specs)
+        if not rows:
+            continue
+        types = {c.name: c.duckdb_type for c in spec.columns}
+        columns = sorted({k for r in rows for k in r})
+        unknown = set(columns) - set(types)
+        if unknown:
+            raise ValueError(f"{table} has no columns {sorted(unknown)}")
+        # Derived dates follow their timestamps unless given.
+        placeholders = ", ".join("?" for _ in columns)
+        names = ", ".join(f'"{c}"' for c in columns)
+        con.executemany(
+            f"INSERT INTO {spec.local_name} ({names}) VALUES ({placeholders})",
+            [[_to_param(r.get(c), types[c]) for c in columns] for r in rows],
+        )
+    con.close()
+    return path
+
+
+def load_cases() -> dict[str, dict[str, Any]]:
+    """Every case file, by rule id."""
+    return {p.stem: yaml.safe_load(p.read_text()) for p in sorted(CASES.glob("*.yaml"))}
+
+
+def scenario_tables(scenario: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The table sections of one scenario."""
+    return {k: v for k, v in scenario.items() if k in SHORT_TABLES or k.startswith("system.")}
