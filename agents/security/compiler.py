@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import sqlglot
+from insight_mcp.agents.security.model import ParamValue, Rule
+from insight_mcp.agents.security.reference_lists import resolve_parameter
+from insight_mcp.agents.sql.dialect import CATALOG
+from insight_mcp.agents.sql.guard import QueryRefused, check_functions, check_shape, check_tables
 from pydantic import BaseModel
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
-
-from insight_mcp.agents.security.model import ParamValue, Rule
-from insight_mcp.agents.sql.dialect import CATALOG
-from insight_mcp.agents.sql.guard import QueryRefused, check_functions, check_shape, check_tables
 
 RUNTIME_PARAMS = ("since", "until", "baseline_start")
 REQUIRED_COLUMNS = ("principal", "workspace_id", "first_seen", "last_seen", "event_count", "evidence_ids")
@@ -45,7 +46,7 @@ def _lint_portability(tree: exp.Expression) -> None:
         name = node.name.lower() if isinstance(node, exp.Anonymous) else ""
         if name == "window":
             raise ValueError("Spark WINDOW(ts, '60 minutes') has no DuckDB translation: bucket with date_trunc")
-        if isinstance(node, exp.Anonymous) and name == "weekday" or type(node).__name__ == "WeekDay":
+        if (isinstance(node, exp.Anonymous) and name == "weekday") or type(node).__name__ == "WeekDay":
             raise ValueError("weekday() numbers days differently across engines: use dayofweek() (1 = Sunday)")
         if name == "array_distinct" or type(node).__name__ == "ArrayDistinct":
             raise ValueError("array_distinct drops NULLs and order on DuckDB: use size(collect_set(...))")
@@ -144,6 +145,7 @@ def compile_rule(
     table_target: Callable[[str, str], exp.Table],
     engine_functions: set[str],
     explain: Callable[[str], None] | None = None,
+    folder: Path = Path("."),
 ) -> CompiledRule:
     """Run every compile step; any failure raises RuleCompileError naming the file and what to change."""
     try:
@@ -159,7 +161,12 @@ def compile_rule(
     undeclared = referenced - set(rule.tables)
     if undeclared:
         raise RuleCompileError(f"{source}: field 'tables' must list {', '.join(sorted(undeclared))}")
-    values: dict[str, Any] = {name: p.default for name, p in rule.parameters.items()}
+    try:
+        values: dict[str, Any] = {
+            name: resolve_parameter(p, folder, source) for name, p in rule.parameters.items()
+        }
+    except ValueError as exc:
+        raise RuleCompileError(str(exc)) from None
     for name, value in (overrides or {}).items():
         if name not in values:
             raise RuleCompileError(f"{source}: config overrides unknown parameter {name!r}")

@@ -14,9 +14,6 @@ from typing import Any
 import anyio
 import duckdb
 import structlog
-from pydantic import BaseModel, Field
-from sqlglot import exp
-
 from insight_mcp.agents.ingestion.backend import BackendError, json_value
 from insight_mcp.agents.ingestion.catalog import TABLES, get_table
 from insight_mcp.agents.security.compiler import CompiledRule, RuleCompileError, compile_rule
@@ -29,6 +26,8 @@ from insight_mcp.agents.security.model import (
 )
 from insight_mcp.agents.security.rules import builtin_rule_dirs, load_rules
 from insight_mcp.agents.settings import DetectionSettings, Suppression
+from pydantic import BaseModel, Field
+from sqlglot import exp
 
 log = structlog.get_logger("insight_mcp.detections")
 
@@ -116,6 +115,7 @@ class DetectionEngine:
             self.rules[rule.id] = compile_rule(
                 rule, path.name, allowed_tables=TABLES.keys(), overrides=config.parameters.get(rule.id),
                 table_target=_table_target(self._sliced), engine_functions=functions, explain=self._explain,
+                folder=path.parent,
             )
         unknown = (set(config.parameters) | set(config.disabled_rules)) - {r.id for r, _ in load_rules(folders)}
         if unknown:

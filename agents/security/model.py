@@ -27,12 +27,18 @@ ParamValue = int | float | str | bool | list[str] | list[int]
 
 
 class RuleParameter(BaseModel):
-    """A named threshold, window or list a rule's query reads as :name."""
+    """A named threshold, window or list a rule's query reads as :name.
+
+    A list can come from a shipped, updatable file beside the rule (`from_file`), expanded as plain lines, as IPv4
+    addresses and /24 prefixes (`a.b.c`) for portable matching, or as one RE2 regex matching domain suffixes.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    default: ParamValue
+    default: ParamValue | None = None
     description: str = ""
+    from_file: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    expand: Literal["lines", "ipv4_prefix24", "domain_suffix_regex"] = "lines"
 
 
 class Rule(BaseModel):
@@ -75,7 +81,9 @@ class Rule(BaseModel):
     def _param_names(cls, value: dict[str, RuleParameter]) -> dict[str, RuleParameter]:
         import re
 
-        for name in value:
+        for name, param in value.items():
+            if param.default is None and param.from_file is None:
+                raise ValueError(f"parameter {name!r} needs a default or from_file")
             if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in {"since", "until", "baseline_start"}:
                 raise ValueError(f"parameter name {name!r} must be snake_case and not since/until/baseline_start")
         return value

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
-
 from insight_mcp.agents.security.model import Rule
+from pydantic import ValidationError
 
 SECURITY_RULES = Path(__file__).parent / "rules"
 
