@@ -14,7 +14,7 @@ from typing import Any
 import sqlglot
 from insight_mcp.agents.security.model import ParamValue, Rule
 from insight_mcp.agents.security.reference_lists import resolve_parameter
-from insight_mcp.agents.sql.dialect import CATALOG
+from insight_mcp.agents.sql.dialect import CATALOG, compat_transforms
 from insight_mcp.agents.sql.guard import QueryRefused, check_functions, check_shape, check_tables
 from pydantic import BaseModel
 from sqlglot import exp
@@ -113,21 +113,6 @@ def rename_tables(tree: exp.Expression, target: Callable[[str, str], exp.Table])
         return node
 
     return tree.transform(swap, copy=True)
-
-
-def compat_transforms(tree: exp.Expression) -> exp.Expression:
-    """Make DuckDB answer the way Spark does where sqlglot's translation differs."""
-
-    def fix(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.DayOfWeek):  # Spark: 1 = Sunday; DuckDB: 0 = Sunday
-            return exp.paren(exp.Add(this=node.copy(), expression=exp.Literal.number(1)))
-        if isinstance(node, (exp.DateAdd, exp.DateSub)) and not isinstance(node.parent, exp.Cast):
-            unit = node.args.get("unit")
-            if unit is None or unit.name.upper() == "DAY":  # Spark date_add/date_sub return DATE
-                return exp.cast(node.copy(), "DATE")
-        return node
-
-    return tree.transform(fix, copy=True)
 
 
 def called_functions(duckdb_sql: str) -> set[str]:

@@ -17,9 +17,21 @@ def local_table_name(schema_name: str, table_name: str) -> tuple[str, str]:
     return schema_name.lower(), table_name.lower()
 
 
+def compat_transforms(tree: exp.Expression) -> exp.Expression:
+    """Make DuckDB answer the way Spark does where sqlglot's translation differs."""
+    tree = tree.copy()
+    for node in list(tree.find_all(exp.DayOfWeek)):  # Spark: 1 = Sunday; DuckDB: 0 = Sunday
+        node.replace(exp.paren(exp.Add(this=node.copy(), expression=exp.Literal.number(1))))
+    for node in list(tree.find_all(exp.TsOrDsAdd, exp.DateAdd, exp.DateSub)):  # Spark's date_add/date_sub: DATE
+        unit = node.args.get("unit")
+        if not isinstance(node.parent, exp.Cast) and (unit is None or unit.name.upper() == "DAY"):
+            node.replace(exp.cast(node.copy(), "DATE"))
+    return tree
+
+
 def to_duckdb(sql: str) -> str:
     """Transpile trusted Databricks SQL (our own tools and rules) for the embedded engine."""
     from insight_mcp.agents.sql.guard import rename_catalog
 
     tree = sqlglot.parse_one(sql, read="databricks")
-    return rename_catalog(tree).sql("duckdb")
+    return compat_transforms(rename_catalog(tree)).sql("duckdb")

@@ -6,11 +6,10 @@ import logging
 from collections.abc import Iterable
 
 import sqlglot
+from insight_mcp.agents.sql.dialect import CATALOG, compat_transforms, local_table_name
 from pydantic import BaseModel
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
-
-from insight_mcp.agents.sql.dialect import CATALOG, local_table_name
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
@@ -89,7 +88,7 @@ def check_functions(tree: exp.Expression) -> None:
 
 
 def _visible_ctes(table: exp.Table) -> set[str]:
-    """CTE names in scope where `table` appears: a CTE defined in one subquery does not name a table outside it."""
+    """CTE names in scope where `table` appears: a CTE defined in a subquery names nothing outside it."""
     names: set[str] = set()
     child: exp.Expression = table
     node = table.parent
@@ -144,7 +143,11 @@ def _apply_limit(tree: exp.Expression, requested: int, cap: int) -> tuple[exp.Ex
         value = existing.expression
         if not isinstance(value, exp.Literal) or not value.is_int:
             raise QueryRefused("limit", "LIMIT must be a whole number")
-        wanted = min(int(value.this), wanted)
+        own = int(value.this)
+        if own <= wanted:
+            # The statement's own LIMIT fits under the cap: run it as written, so an answer it ends
+            # is not reported as cut short.
+            return tree.limit(own, copy=True), own
     elif existing is not None:
         raise QueryRefused("limit", "use LIMIT n rather than FETCH")
     # Fetch one extra row so the engine can tell a truncated answer from an exact one.
@@ -181,7 +184,7 @@ def guard_query(sql: str, *, allowed_tables: Iterable[str], limit: int, row_cap:
     check_functions(tree)
     tables = check_tables(tree, allowed)
     limited, wanted = _apply_limit(tree, limit, row_cap)
-    duck_tree = rename_catalog(limited)
+    duck_tree = compat_transforms(rename_catalog(limited))
     duck_sql = duck_tree.sql("duckdb")
     # Second look at what the transpiler produced: it must still be one plain read.
     try:
