@@ -12,11 +12,10 @@ from typing import Annotated, Any, NoReturn
 
 import anyio
 import typer
-from rich.console import Console
-from rich.table import Table
-
 from insight_mcp.agents.logs import configure_logging
 from insight_mcp.agents.settings import Settings, SettingsError, load_settings
+from rich.console import Console
+from rich.table import Table
 
 app = typer.Typer(
     name="insight-mcp", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -237,6 +236,54 @@ def call(
     except (ValueError, SettingsError, ServerUnavailable) as exc:
         fail(str(exc))
     print_json(answer.structured if answer.structured is not None else answer.text)
+
+
+@app.command("detect")
+def detect(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="ISO date or timestamp; default 7 days before the latest event.")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO date or timestamp (exclusive); default after the latest event.")] = None,
+    min_severity: Annotated[str, typer.Option(help="info, low, medium, high or critical.")] = "low",
+    category: Annotated[list[str] | None, typer.Option(help="Only this category (repeatable).")] = None,
+    rule: Annotated[list[str] | None, typer.Option(help="Only this rule id (repeatable).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the detection rules over a window and print the findings."""
+    from insight_mcp.agents.ingestion.backend import BackendError
+    from insight_mcp.agents.ingestion.engines import build_backend
+    from insight_mcp.agents.security.compiler import RuleCompileError
+    from insight_mcp.agents.security.rules import RuleFileError
+    from insight_mcp.agents.security.service import SecurityAgent
+
+    settings = _settings(ctx)
+
+    async def run() -> Any:
+        backend = build_backend(settings)
+        try:
+            agent = SecurityAgent(settings, backend)
+            return await agent.run(since=since, until=until, min_severity=min_severity, categories=category,
+                                   rule_ids=rule)
+        finally:
+            await backend.close()
+
+    try:
+        with _status("running detections", enabled=not as_json):
+            result = anyio.run(run)
+    except (BackendError, SettingsError, RuleCompileError, RuleFileError, ValueError) as exc:
+        fail(str(exc))
+    if as_json:
+        print_json([f.model_dump(mode="json") for f in result.findings])
+        return
+    grid = Table("severity", "category", "rule", "principal", "workspace", "first seen", "events",
+                 title=f"{len(result.findings)} findings, {result.since:%Y-%m-%d %H:%M} to {result.until:%Y-%m-%d %H:%M}"
+                 f" ({result.rules_run} rules, {result.suppressed} suppressed)")
+    for f in result.findings:
+        grid.add_row(f.severity, f.category, f.rule_id, f.principal, f.workspace_id or "-",
+                     f"{f.first_seen:%Y-%m-%d %H:%M}", str(f.event_count))
+    out.print(grid)
+    for stat in result.stats:
+        if stat.error:
+            err.print(f"[yellow]rule {stat.rule_id} failed:[/] {stat.error}")
 
 
 @config_app.command("claude")

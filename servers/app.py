@@ -9,6 +9,13 @@ from typing import Any
 import duckdb
 import mcp
 import structlog
+from insight_mcp.agents.ingestion.backend import SystemTables
+from insight_mcp.agents.ingestion.engines import build_backend
+from insight_mcp.agents.settings import Settings
+from insight_mcp.agents.version import VERSION
+from insight_mcp.servers.network import build_network_server
+from insight_mcp.servers.security import build_security_server
+from insight_mcp.servers.system_tables import build_system_tables_server
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -17,12 +24,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from insight_mcp.agents.ingestion.backend import SystemTables
-from insight_mcp.agents.ingestion.engines import build_backend
-from insight_mcp.agents.settings import Settings
-from insight_mcp.agents.version import VERSION
-from insight_mcp.servers.system_tables import build_system_tables_server
-
 log = structlog.get_logger("insight_mcp.app")
 
 ServerFactory = Callable[[Settings, SystemTables], MCPServer]
@@ -30,6 +31,8 @@ ServerFactory = Callable[[Settings, SystemTables], MCPServer]
 # Every capability, by the name it is mounted and served under.
 SERVER_FACTORIES: dict[str, ServerFactory] = {
     "system-tables": build_system_tables_server,
+    "security": build_security_server,
+    "network": build_network_server,
 }
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")

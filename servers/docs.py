@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp.server import MCPServer
-
 from insight_mcp.agents.settings import load_settings
+from mcp.server import MCPServer
 
 EXAMPLES: dict[str, dict[str, Any]] = {
     "describe_table": {"table": "system.access.audit"},

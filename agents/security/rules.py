@@ -57,3 +57,9 @@ def load_rules(folders: list[Path]) -> list[tuple[Rule, Path]]:
             seen[rule.id] = path
             out.append((rule, path))
     return out
+
+
+def configured_rules(rules_dir: Path | None, disabled: list[str]) -> list[tuple[Rule, Path]]:
+    """Built-in rules plus the user's folder, minus the disabled ones."""
+    folders = builtin_rule_dirs() + ([rules_dir] if rules_dir else [])
+    return [(rule, path) for rule, path in load_rules(folders) if rule.id not in disabled]
