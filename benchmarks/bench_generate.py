@@ -19,8 +19,8 @@ import duckdb
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from insight_mcp.agents.ingestion.catalog import get_table  # noqa: E402
-from insight_mcp.agents.ingestion.generator import generate_workspace  # noqa: E402
+from insight_mcp.agents.ingestion.catalog import get_table
+from insight_mcp.agents.ingestion.generator import generate_workspace
 
 
 def baseline(path: Path, rows: int) -> float:

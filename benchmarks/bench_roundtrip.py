@@ -24,7 +24,7 @@ import httpx
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from insight_mcp.clients.client import connect_http  # noqa: E402
+from insight_mcp.clients.client import connect_http
 
 ECHO_SERVER = """
 import sys, uvicorn

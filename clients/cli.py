@@ -12,10 +12,11 @@ from typing import Annotated, Any, NoReturn
 
 import anyio
 import typer
-from insight_mcp.agents.logs import configure_logging
-from insight_mcp.agents.settings import Settings, SettingsError, load_settings
 from rich.console import Console
 from rich.table import Table
+
+from insight_mcp.agents.logs import configure_logging
+from insight_mcp.agents.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(
     name="insight-mcp", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,

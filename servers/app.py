@@ -9,13 +9,6 @@ from typing import Any
 import duckdb
 import mcp
 import structlog
-from insight_mcp.agents.ingestion.backend import SystemTables
-from insight_mcp.agents.ingestion.engines import build_backend
-from insight_mcp.agents.settings import Settings
-from insight_mcp.agents.version import VERSION
-from insight_mcp.servers.network import build_network_server
-from insight_mcp.servers.security import build_security_server
-from insight_mcp.servers.system_tables import build_system_tables_server
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -23,6 +16,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from insight_mcp.agents.ingestion.backend import SystemTables
+from insight_mcp.agents.ingestion.engines import build_backend
+from insight_mcp.agents.settings import Settings
+from insight_mcp.agents.version import VERSION
+from insight_mcp.servers.network import build_network_server
+from insight_mcp.servers.security import build_security_server
+from insight_mcp.servers.system_tables import build_system_tables_server
 
 log = structlog.get_logger("insight_mcp.app")
 

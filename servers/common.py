@@ -8,6 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel
+
 from insight_mcp.agents.ingestion.backend import BackendError
 from insight_mcp.agents.ingestion.explore import InvalidArgument
 from insight_mcp.agents.security.compiler import RuleCompileError
@@ -15,9 +19,6 @@ from insight_mcp.agents.security.rules import RuleFileError
 from insight_mcp.agents.settings import SettingsError
 from insight_mcp.agents.sql.guard import QueryRefused
 from insight_mcp.agents.untrusted import clean_value, fence
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel
 
 log = structlog.get_logger("insight_mcp.tools")
 

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from insight_mcp.agents.settings import load_settings
 from mcp.server import MCPServer
+
+from insight_mcp.agents.settings import load_settings
 
 EXAMPLES: dict[str, dict[str, Any]] = {
     "describe_table": {"table": "system.access.audit"},

@@ -10,8 +10,8 @@ from insight_mcp.agents.ingestion.backend import SystemTables
 from insight_mcp.agents.ingestion.explore import InvalidArgument
 from insight_mcp.agents.security.engine import DetectionRun, RuleStat
 from insight_mcp.agents.security.model import Finding
-from insight_mcp.agents.security.rules import configured_rules
 from insight_mcp.agents.security.risk import PrincipalRisk, TopRisks, principal_risk, top_risks
+from insight_mcp.agents.security.rules import configured_rules
 from insight_mcp.agents.security.service import SecurityAgent
 from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.version import VERSION

@@ -2,6 +2,10 @@
 
 from typing import Annotated, Any, Literal
 
+from mcp.server import MCPServer
+from mcp_types import CallToolResult
+from pydantic import BaseModel, Field
+
 from insight_mcp.agents.ingestion import explore
 from insight_mcp.agents.ingestion.backend import ColumnInfo, Statement, SystemTables
 from insight_mcp.agents.ingestion.catalog import TABLES
@@ -10,9 +14,6 @@ from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.sql.guard import guard_query
 from insight_mcp.agents.version import VERSION
 from insight_mcp.servers.common import annotations, guarded, respond
-from mcp.server import MCPServer
-from mcp_types import CallToolResult
-from pydantic import BaseModel, Field
 
 NAME = "system-tables"
 SOURCE = "Databricks system tables (audit logs and other attacker-influenced text)"

@@ -9,8 +9,9 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from insight_mcp.agents.settings import Settings, load_settings  # noqa: E402
-from workspace_fixture import build_fixture_workspace  # noqa: E402
+from workspace_fixture import build_fixture_workspace
+
+from insight_mcp.agents.settings import Settings, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 
 import duckdb
 import pytest
+from workspace_fixture import audit_rows, cluster_rows, query_rows
+
 from insight_mcp.agents.ingestion.backend import QueryTimeout, Statement
 from insight_mcp.agents.ingestion.catalog import TABLES
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables, open_readonly
@@ -25,7 +27,6 @@ from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.sql.guard import QueryRefused, guard_query
 from insight_mcp.clients.client import ToolCallError, connect_in_process
 from insight_mcp.servers.system_tables import build_system_tables_server
-from workspace_fixture import audit_rows, cluster_rows, query_rows
 
 AUDIT = audit_rows()
 CLUSTERS = cluster_rows()

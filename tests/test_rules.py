@@ -8,11 +8,11 @@ from typing import Any
 
 import anyio
 import pytest
+from rule_harness import build_workspace, load_cases, scenario_tables
 
 from insight_mcp.agents.security.engine import DetectionEngine
 from insight_mcp.agents.security.rules import builtin_rule_dirs, load_rules
 from insight_mcp.agents.settings import DetectionSettings
-from rule_harness import build_workspace, load_cases, scenario_tables
 
 CASES = load_cases()
 RULE_IDS = [rule.id for rule, _ in load_rules(builtin_rule_dirs())]

@@ -7,11 +7,11 @@ import statistics
 from pathlib import Path
 
 import pytest
+from workspace_fixture import BASE, audit_rows, query_rows
 
 from insight_mcp.agents.settings import Settings, load_settings
 from insight_mcp.clients.client import ToolAnswer, ToolCallError, connect_in_process
 from insight_mcp.servers.system_tables import build_system_tables_server
-from workspace_fixture import BASE, audit_rows, query_rows
 
 
 class OneShotClient:

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlglot
+from pydantic import BaseModel
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
 from insight_mcp.agents.security.model import ParamValue, Rule
 from insight_mcp.agents.security.reference_lists import resolve_parameter
 from insight_mcp.agents.sql.dialect import CATALOG, compat_transforms
 from insight_mcp.agents.sql.guard import QueryRefused, check_functions, check_shape, check_tables
-from pydantic import BaseModel
-from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
 
 RUNTIME_PARAMS = ("since", "until", "baseline_start")
 REQUIRED_COLUMNS = ("principal", "workspace_id", "first_seen", "last_seen", "event_count", "evidence_ids")

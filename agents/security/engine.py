@@ -14,6 +14,9 @@ from typing import Any
 import anyio
 import duckdb
 import structlog
+from pydantic import BaseModel, Field
+from sqlglot import exp
+
 from insight_mcp.agents.ingestion.backend import BackendError, json_value
 from insight_mcp.agents.ingestion.catalog import TABLES, get_table
 from insight_mcp.agents.security.compiler import CompiledRule, RuleCompileError, compile_rule
@@ -26,8 +29,6 @@ from insight_mcp.agents.security.model import (
 )
 from insight_mcp.agents.security.rules import builtin_rule_dirs, load_rules
 from insight_mcp.agents.settings import DetectionSettings, Suppression
-from pydantic import BaseModel, Field
-from sqlglot import exp
 
 log = structlog.get_logger("insight_mcp.detections")
 

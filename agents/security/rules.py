@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from insight_mcp.agents.security.model import Rule
 from pydantic import ValidationError
+
+from insight_mcp.agents.security.model import Rule
 
 SECURITY_RULES = Path(__file__).parent / "rules"
 

@@ -6,10 +6,11 @@ import logging
 from collections.abc import Iterable
 
 import sqlglot
-from insight_mcp.agents.sql.dialect import CATALOG, compat_transforms, local_table_name
 from pydantic import BaseModel
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+
+from insight_mcp.agents.sql.dialect import CATALOG, compat_transforms, local_table_name
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
