@@ -51,6 +51,10 @@ def _lint_portability(tree: exp.Expression) -> None:
             raise ValueError("weekday() numbers days differently across engines: use dayofweek() (1 = Sunday)")
         if name == "array_distinct" or type(node).__name__ == "ArrayDistinct":
             raise ValueError("array_distinct drops NULLs and order on DuckDB: use size(collect_set(...))")
+        if isinstance(node, exp.Exists) and not isinstance(node.this, (exp.Select, exp.Subquery, exp.SetOperation)):
+            raise ValueError("exists(array, x -> ...) loses its lambda on DuckDB: use size(filter(array, x -> ...)) > 0")
+        if name in {"forall", "aggregate"}:
+            raise ValueError(f"{name}() does not translate to DuckDB: use size(filter(...)) comparisons")
         if isinstance(node, exp.StrToUnix):
             raise ValueError("unix_timestamp(col) does not transpile: use unix_seconds(col)")
         if isinstance(node, exp.Filter) and isinstance(node.this, exp.ArrayUniqueAgg):
