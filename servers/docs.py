@@ -20,6 +20,17 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "audit_events": {"service": "accounts", "status": "failure", "source_ip": "203.0.113.0/24", "page_size": 20},
     "cluster_inventory": {"only_risky": True},
     "query_history_summary": {"group_by": "warehouse", "since": "2026-11-01", "top": 10},
+    "list_detections": {"category": "data_exfiltration"},
+    "run_detections": {"since": "2026-11-14", "min_severity": "medium", "categories": ["brute_force", "token_abuse"]},
+    "get_finding": {"finding_id": "f-3c1d9a2b7e4f5a6b7c8d"},
+    "principal_risk": {"principal": "dana.lee@corp.example"},
+    "top_risks": {"limit": 10, "min_severity": "medium"},
+    "external_ips": {"top": 20},
+    "ip_access_denials": {"since": "2026-11-14"},
+    "connection_patterns": {"principal": "dana.lee@corp.example"},
+    "egress_denials": {"top": 20},
+    "data_volume_insights": {"top": 10},
+    "bottlenecks": {"warehouse_id": "4b9f0e2d1c3a5e7f"},
 }
 
 
