@@ -53,6 +53,7 @@ class DetectionRun(BaseModel):
     suppressed: int
     rules_run: int
     stats: list[RuleStat] = Field(default_factory=list)
+    skipped: dict[str, str] = Field(default_factory=dict, description="Rules not run, and why.")
     slice_ms: float = 0.0
 
 
@@ -110,8 +111,20 @@ class DetectionEngine:
         functions = {r[0].lower() for r in self._conn.execute("SELECT function_name FROM duckdb_functions()").fetchall()}
         self._create_empty_slices()
         wanted = set(only) if only is not None else None
+        present = {
+            f"system.{schema}.{table}"
+            for schema, table in self._conn.execute(
+                f"SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = '{WS}'"
+            ).fetchall()
+        }
+        self.skipped: dict[str, str] = {}
         for rule, path in load_rules(folders):
             if rule.id in config.disabled_rules or (wanted is not None and rule.id not in wanted):
+                continue
+            missing = sorted(set(rule.tables) - present)
+            if missing:
+                self.skipped[rule.id] = f"the workspace has no {', '.join(missing)}"
+                log.info("rule_skipped", rule=rule.id, reason=self.skipped[rule.id])
                 continue
             self.rules[rule.id] = compile_rule(
                 rule, path.name, allowed_tables=TABLES.keys(), overrides=config.parameters.get(rule.id),
@@ -133,12 +146,15 @@ class DetectionEngine:
             cursor.close()
 
     def _create_empty_slices(self) -> None:
-        for name in self._sliced:
+        for name in list(self._sliced):
             spec = get_table(name)
-            self._conn.execute(
-                f"CREATE OR REPLACE TABLE memory.main.{SLICE_PREFIX}{spec.schema_name}_{spec.table_name} AS "
-                f"SELECT * FROM {WS}.{spec.local_name} LIMIT 0"
-            )
+            try:
+                self._conn.execute(
+                    f"CREATE OR REPLACE TABLE memory.main.{SLICE_PREFIX}{spec.schema_name}_{spec.table_name} AS "
+                    f"SELECT * FROM {WS}.{spec.local_name} LIMIT 0"
+                )
+            except duckdb.CatalogException:
+                self._sliced.discard(name)  # not in this workspace: rules reading it are skipped
 
     def _fill_slices(self, start: dt.datetime, until: dt.datetime) -> float:
         """One filtered pass per table: every rule that reads it shares the rows of the window and baseline."""
@@ -156,7 +172,7 @@ class DetectionEngine:
         self, *, rule_ids: list[str] | None = None, categories: list[str] | None = None
     ) -> list[CompiledRule]:
         """The compiled rules matching the filters."""
-        unknown = set(rule_ids or []) - set(self.rules)
+        unknown = set(rule_ids or []) - set(self.rules) - set(self.skipped)
         if unknown:
             raise ValueError(f"unknown rule ids: {', '.join(sorted(unknown))}")
         chosen = [r for r in self.rules.values() if not rule_ids or r.rule.id in rule_ids]
@@ -228,7 +244,7 @@ class DetectionEngine:
         ordered = sorted(findings.values(), key=lambda f: (-SEVERITY_RANK[f.severity], f.first_seen, f.rule_id))
         stats = sorted((s for _, _, s in results), key=lambda s: -s.ms)
         return DetectionRun(since=since, until=until, findings=ordered, suppressed=suppressed, rules_run=len(chosen),
-                            stats=stats, slice_ms=round(slice_ms, 2))
+                            stats=stats, skipped=self.skipped, slice_ms=round(slice_ms, 2))
 
     def _normalise(self, rule: Rule, row: dict[str, Any]) -> Finding | None:
         principal = row.get("principal")
