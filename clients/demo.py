@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -10,20 +11,26 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
+from insight_mcp.agents.logs import configure_logging
 from insight_mcp.agents.settings import Settings
-from insight_mcp.clients.client import InsightClient, connect_http, server_url
+from insight_mcp.clients.client import InsightClient, ToolCallError, connect_http, server_url
 
-DEMO_QUESTIONS: list[tuple[str, str, dict[str, Any]]] = [
-    ("What data is there?", "list_tables", {}),
-    ("Which actions failed most in the last day of data?", "run_query", {
+DEMO_QUESTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("What data is there?", "system-tables", "list_tables", {}),
+    ("Which actions failed most in the last day of data?", "system-tables", "run_query", {
         "sql": "SELECT service_name, action_name, count(*) AS failures, count(DISTINCT user_identity.email) AS "
                "principals FROM system.access.audit WHERE response.status_code >= 400 AND event_time >= "
                "(SELECT max(event_time) - INTERVAL 1 DAY FROM system.access.audit) "
                "GROUP BY ALL ORDER BY failures DESC LIMIT 8",
     }),
-    ("Recent failed logins", "audit_events", {"service": "accounts", "status": "failure", "page_size": 8}),
-    ("Clusters with risky settings", "cluster_inventory", {"only_risky": True}),
-    ("Busiest SQL users this week", "query_history_summary", {"group_by": "user", "top": 8}),
+    ("Recent failed logins", "system-tables", "audit_events",
+     {"service": "accounts", "status": "failure", "page_size": 8}),
+    ("Clusters with risky settings", "system-tables", "cluster_inventory", {"only_risky": True}),
+    ("Busiest SQL users this week", "system-tables", "query_history_summary", {"group_by": "user", "top": 8}),
+    ("High-severity findings this week", "security", "run_detections", {"min_severity": "high", "limit": 12}),
+    ("Riskiest principals", "security", "top_risks", {"limit": 8}),
+    ("Denied egress, risky destinations first", "network", "egress_denials", {"top": 8}),
+    ("IP access-list denials", "network", "ip_access_denials", {"top": 5}),
 ]
 
 
@@ -40,14 +47,15 @@ def _render(console: Console, title: str, structured: dict[str, Any]) -> None:
         names = [c["name"] for c in structured["columns"]]
         rows = [dict(zip(names, r, strict=True)) for r in structured["rows"]]
     else:
-        for key in ("tables", "events", "clusters", "groups"):
+        for key in ("tables", "events", "clusters", "groups", "findings", "principals", "destinations", "by_ip"):
             if key in structured:
                 rows = structured[key]
                 break
     if not rows:
         console.print(f"[bold]{title}[/]: nothing found")
         return
-    keep = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list)) or k == "risks"][:7]
+    keep = [k for k in rows[0] if (not isinstance(rows[0][k], (dict, list)) or k in ("risks", "categories"))
+            and k not in ("id", "title", "recommendation", "threat_model", "description")][:7]
     table = Table(*keep, title=title, title_justify="left")
     for row in rows[:10]:
         table.add_row(*(_cell(row.get(k)) for k in keep))
@@ -63,16 +71,23 @@ def _cell(value: Any) -> str:
 
 async def _ask(settings: Settings, base_url: str, console: Console) -> None:
     token = settings.api_token.get_secret_value() if settings.api_token else None
-    async with connect_http(server_url(base_url, "system-tables"), token=token) as client:
-        await _questions(client, console)
+    for server in dict.fromkeys(s for _, s, _, _ in DEMO_QUESTIONS):
+        async with connect_http(server_url(base_url, server), token=token) as client:
+            await _questions(client, server, console)
 
 
-async def _questions(client: InsightClient, console: Console) -> None:
+async def _questions(client: InsightClient, server: str, console: Console) -> None:
     tools = await client.list_tools()
-    console.print(f"system-tables server offers: {', '.join(tools)}\n")
-    for title, tool, args in DEMO_QUESTIONS:
-        answer = await client.call(tool, args)
-        _render(console, f"{title}  ({tool})", answer.structured or {})
+    console.print(f"\n[bold]{server}[/] server at /{server}/mcp offers: {', '.join(tools)}\n")
+    for title, name, tool, args in DEMO_QUESTIONS:
+        if name != server:
+            continue
+        try:
+            answer = await client.call(tool, args)
+        except ToolCallError as exc:
+            console.print(f"[bold]{title}[/]: [red]{exc.message}[/]")
+            continue
+        _render(console, f"{title}  ({server}.{tool})", answer.structured or {})
 
 
 def run_demo(settings: Settings, console: Console) -> None:
@@ -80,6 +95,8 @@ def run_demo(settings: Settings, console: Console) -> None:
     from insight_mcp.agents.ingestion.generator import generate_workspace
     from insight_mcp.servers.app import build_app
 
+    if "INSIGHT_LOG_LEVEL" not in os.environ:
+        configure_logging("warning")  # the demo's output is the answers, not the request log
     settings.home.mkdir(parents=True, exist_ok=True)
     if not settings.workspace_path.exists():
         console.print(f"building the demo workspace at {settings.workspace_path} ...")

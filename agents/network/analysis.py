@@ -182,11 +182,14 @@ class Bottlenecks(BaseModel):
 
 
 async def _rows(backend: SystemTables, limits: QueryLimits, sql: str, params: dict[str, Any], max_rows: int) -> list[dict[str, Any]]:
+    """Rows as dicts; a collect_set over only NULLs is NULL on DuckDB and [] on Spark: make it []."""
     result = await backend.execute(
         Statement(databricks_sql=sql, params=params), max_rows=max_rows, max_chars=limits.max_chars * 5,
         timeout_seconds=limits.timeout_seconds,
     )
-    return result.records()
+    lists = {c.name for c in result.columns if c.type.endswith("[]")}
+    return [{k: ([x for x in v if x is not None] if k in lists else v) if v is not None or k not in lists else []
+             for k, v in row.items()} for row in result.records()]
 
 
 async def _window(backend: SystemTables, table: str, column: str, since: str | None, until: str | None,
@@ -233,8 +236,7 @@ async def ip_access_denials(backend: SystemTables, limits: QueryLimits, trusted:
         f"GROUP BY source_ip_address ORDER BY denials DESC LIMIT {top}"
     )
     rows = await _rows(backend, limits, sql, {"since": start, "until": end}, top)
-    by_ip = [DeniedIP(classification=classify_ip(r["ip"], trusted, lists),
-                      **{**r, "principals": [p for p in r["principals"] if p]}) for r in rows]
+    by_ip = [DeniedIP(classification=classify_ip(r["ip"], trusted, lists), **r) for r in rows]
     return IPAccessDenials(since=start.isoformat(), until=end.isoformat(), total=sum(d.denials for d in by_ip),
                            by_ip=by_ip)
 
