@@ -1,0 +1,90 @@
+"""Recall and precision on labelled data: our generated estate and an export this team did not generate."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import anyio
+import duckdb
+import pytest
+
+from insight_mcp.agents.ingestion.generator import generate_workspace, read_labels
+from insight_mcp.agents.security.engine import DetectionEngine
+from insight_mcp.agents.security.model import SEVERITY_RANK, Finding
+from insight_mcp.agents.settings import DetectionSettings
+
+EXTERNAL = Path(__file__).parent / "data" / "external_export"
+
+
+def _run(workspace: Path, since: dt.datetime, until: dt.datetime) -> list[Finding]:
+    engine = DetectionEngine(workspace, DetectionSettings())
+    try:
+        run = anyio.run(lambda: engine.run(since, until))
+    finally:
+        engine.close()
+    assert [s for s in run.stats if s.error] == []
+    return run.findings
+
+
+def _attack_ips(workspace: Path, labels: list[dict[str, Any]]) -> set[str]:
+    """IPs a labelled principal used during its own scenario: findings about them are not false positives."""
+    con = duckdb.connect(str(workspace), read_only=True)
+    ips: set[str] = set()
+    for label in labels:
+        rows = con.execute(
+            "SELECT DISTINCT source_ip_address FROM access.audit WHERE lower(user_identity.email) = lower(?) "
+            "AND event_time BETWEEN ? AND ?",
+            [label["principal"], label["first_seen"] - dt.timedelta(hours=1), label["last_seen"] + dt.timedelta(hours=1)],
+        ).fetchall()
+        ips |= {r[0] for r in rows if r[0]}
+    con.close()
+    return ips
+
+
+def _check(workspace: Path, labels: list[dict[str, Any]], findings: list[Finding]) -> None:
+    found = {(f.category, f.principal.lower()) for f in findings}
+    missed = [(lab["category"], lab["principal"]) for lab in labels
+              if (lab["category"], lab["principal"].lower()) not in found]
+    assert not missed, f"labelled scenarios not found: {missed}"
+    labelled = {lab["principal"].lower() for lab in labels} | _attack_ips(workspace, labels)
+    false_alarms = sorted({(f.rule_id, f.principal, f.severity) for f in findings
+                           if f.principal.lower() not in labelled and SEVERITY_RANK[f.severity] >= SEVERITY_RANK["medium"]})
+    assert not false_alarms, f"benign principals with medium+ findings: {false_alarms}"
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("quality") / "workspace.duckdb"
+    generate_workspace(path, days=30, users=120, seed=11, events_per_day=6000, end=dt.date(2026, 11, 1))
+    return path
+
+
+def test_generated_scenarios_found_without_false_alarms(generated: Path) -> None:
+    labels = [lab.model_dump() for lab in read_labels(generated)]
+    assert len(labels) >= 14
+    since = min(lab["first_seen"] for lab in labels) - dt.timedelta(hours=1)
+    until = dt.datetime(2026, 11, 1)
+    _check(generated, labels, _run(generated, since, until))
+
+
+@pytest.mark.skipif(not (EXTERNAL / "labels.json").exists(), reason="external export not present")
+def test_external_export_found_without_false_alarms(tmp_path: Path) -> None:
+    import json
+
+    from insight_mcp.agents.ingestion.loader import load_table
+
+    workspace = tmp_path / "workspace.duckdb"
+    load_table(workspace, "system.access.audit", EXTERNAL / "audit")
+    raw = json.loads((EXTERNAL / "labels.json").read_text())
+    labels = [
+        {**lab, "first_seen": dt.datetime.fromisoformat(lab["first_seen"].replace("Z", "+00:00")).replace(tzinfo=None),
+         "last_seen": dt.datetime.fromisoformat(lab["last_seen"].replace("Z", "+00:00")).replace(tzinfo=None)}
+        for lab in raw["incidents"]
+    ]
+    since = min(lab["first_seen"] for lab in labels) - dt.timedelta(hours=1)
+    con = duckdb.connect(str(workspace), read_only=True)
+    until = con.execute("SELECT max(event_time) FROM access.audit").fetchone()[0] + dt.timedelta(seconds=1)
+    con.close()
+    _check(workspace, labels, _run(workspace, since, until))
