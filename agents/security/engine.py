@@ -15,6 +15,8 @@ import anyio
 import duckdb
 import structlog
 from pydantic import BaseModel, Field
+import sqlglot
+import sqlglot.errors
 from sqlglot import exp
 
 from insight_mcp.agents.ingestion.backend import BackendError, json_value
@@ -82,6 +84,21 @@ def _table_target(sliced: set[str]) -> Any:
     return target
 
 
+def _columns_read(table: str, rules: list[Rule]) -> str:
+    """The columns of `table` any of these rules names: the shared slice carries only those."""
+    spec = get_table(table)
+    names = {c.name for c in spec.columns}
+    used = {spec.time_column, *spec.event_key}
+    for rule in rules:
+        if table in rule.tables:
+            try:
+                tree = sqlglot.parse_one(rule.query, read="databricks")
+            except sqlglot.errors.ParseError:
+                return "*"  # the compiler will name the fault
+            used |= {ident.name.lower() for ident in tree.find_all(exp.Identifier)} & names
+    return ", ".join(f'"{c.name}"' for c in spec.columns if c.name in used)
+
+
 def _in_cidrs(value: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     try:
         address = ipaddress.ip_address(value)
@@ -109,8 +126,11 @@ class DetectionEngine:
         folders = builtin_rule_dirs() + ([config.rules_dir] if config.rules_dir else [])
         self.rules: dict[str, CompiledRule] = {}
         functions = {r[0].lower() for r in self._conn.execute("SELECT function_name FROM duckdb_functions()").fetchall()}
-        self._create_empty_slices()
         wanted = set(only) if only is not None else None
+        chosen = [(rule, path) for rule, path in load_rules(folders)
+                  if rule.id not in config.disabled_rules and (wanted is None or rule.id in wanted)]
+        self._slice_columns = {name: _columns_read(name, [r for r, _ in chosen]) for name in self._sliced}
+        self._create_empty_slices()
         present = {
             f"system.{schema}.{table}"
             for schema, table in self._conn.execute(
@@ -118,9 +138,7 @@ class DetectionEngine:
             ).fetchall()
         }
         self.skipped: dict[str, str] = {}
-        for rule, path in load_rules(folders):
-            if rule.id in config.disabled_rules or (wanted is not None and rule.id not in wanted):
-                continue
+        for rule, path in chosen:
             missing = sorted(set(rule.tables) - present)
             if missing:
                 self.skipped[rule.id] = f"the workspace has no {', '.join(missing)}"
@@ -151,7 +169,7 @@ class DetectionEngine:
             try:
                 self._conn.execute(
                     f"CREATE OR REPLACE TABLE memory.main.{SLICE_PREFIX}{spec.schema_name}_{spec.table_name} AS "
-                    f"SELECT * FROM {WS}.{spec.local_name} LIMIT 0"
+                    f"SELECT {self._slice_columns[name]} FROM {WS}.{spec.local_name} LIMIT 0"
                 )
             except duckdb.CatalogException:
                 self._sliced.discard(name)  # not in this workspace: rules reading it are skipped
@@ -163,7 +181,8 @@ class DetectionEngine:
             spec = get_table(name)
             self._conn.execute(
                 f"CREATE OR REPLACE TABLE memory.main.{SLICE_PREFIX}{spec.schema_name}_{spec.table_name} AS "
-                f"SELECT * FROM {WS}.{spec.local_name} WHERE {spec.time_column} >= $start AND {spec.time_column} < $until",
+                f"SELECT {self._slice_columns[name]} FROM {WS}.{spec.local_name} "
+                f"WHERE {spec.time_column} >= $start AND {spec.time_column} < $until",
                 {"start": start, "until": until},
             )
         return (time.perf_counter() - started) * 1000
