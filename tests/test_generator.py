@@ -334,10 +334,11 @@ def test_near_misses_exist(con: Con, labels: list[ScenarioLabel]) -> None:
     group_changes = one(con, "SELECT count(*) FROM access.audit a WHERE action_name IN "
                         f"('addPrincipalToGroup', 'removePrincipalFromGroup') AND {outside_scenarios}")
     assert group_changes >= 2
-    reader, days = con.execute(
-        "SELECT user_identity.email, count(DISTINCT event_date) FROM access.audit "
-        "WHERE action_name = 'getSecret' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1").fetchone()
-    assert reader not in attackers and days >= SMALL["days"] - 1
+    routine_readers = one(
+        con, "SELECT count(*) FROM (SELECT user_identity.email FROM access.audit WHERE action_name = "
+        "'getSecret' AND user_identity.email NOT IN (SELECT principal FROM labels.scenarios) GROUP BY 1 "
+        "HAVING count(DISTINCT event_date) >= ?)", SMALL["days"] - 1)
+    assert routine_readers >= 1
 
 
 def test_query_history_supports_percentiles(con: Con) -> None:

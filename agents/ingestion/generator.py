@@ -1,8 +1,8 @@
 """The demo estate: a deterministic, realistic Databricks workspace in one DuckDB file, with labelled attacks.
 
-Bulk rows (audit events, query history) are generated inside DuckDB from `range()`, with every random choice
-derived from `hash(row, seed, salt)`, so the same arguments always give the same table contents, fast. The
-estate itself (principals, IPs, clusters, ...) and the small tables are built in Python from seeded RNGs.
+Bulk rows (audit events, query history) are generated inside DuckDB from row numbers, with every random
+choice derived from `hash(row, seed, salt)`, so the same arguments always give the same table contents, fast.
+The estate itself (principals, IPs, clusters, ...) and the small tables are built in Python from seeded RNGs.
 Attack scenarios are ordinary-looking principals whose behaviour deviates; their labels live beside the data
 in `labels.scenarios`.
 """
@@ -166,6 +166,9 @@ def _build(
     try:
         con.execute("SET enable_progress_bar = false")
         con.execute("SET TimeZone = 'UTC'")
+        # DuckDB cannot estimate the generated rows and would build hash tables on them: keep the joins as
+        # written (small lookup tables on the build side), which streams, parallelises and keeps row order.
+        con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
         _create_tables(con)
         _register_helpers(con, estate)
         _insert_bulk_audit(con, estate, days * events_per_day)
@@ -473,6 +476,7 @@ class _Estate:
     clusters: list[_Cluster]
     warehouses: list[_Warehouse]
     known_ips: set[str] = field(default_factory=set)
+    slot_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # slot table -> (people, SPs)
 
     @property
     def end(self) -> dt.datetime:
@@ -862,10 +866,21 @@ DAY_WEIGHTS = (1.0, 1.0, 1.0, 0.98, 0.82, 0.05, 0.035)  # Monday .. Sunday
 PRINCIPAL_SLOTS_MIN = 1 << 16
 DAY_SLOTS = 1 << 17
 ACTION_SLOTS = 1 << 14
+HUMAN_SHARE = 0.64  # of audit events and statements; service principals make the rest
 
 
-def _principal_slot_count(estate: _Estate) -> int:
-    return max(PRINCIPAL_SLOTS_MIN, 1 << math.ceil(math.log2(8 * len(estate.principals))))
+def _slot_count(n: int) -> int:
+    return max(PRINCIPAL_SLOTS_MIN, 1 << math.ceil(math.log2(max(1, 8 * n))))
+
+
+def _day_table(estate: _Estate) -> dict[str, list[Any]]:
+    """Per day: its share of all rows, and the share of those made by people (working days are busier)."""
+    people = [DAY_WEIGHTS[(estate.start + dt.timedelta(days=d)).weekday()] for d in range(estate.days)]
+    total = sum(people)
+    shares = [HUMAN_SHARE * w / total + (1 - HUMAN_SHARE) / estate.days for w in people]
+    p_human = [round(100_000 * HUMAN_SHARE * w / total / share)
+               for w, share in zip(people, shares, strict=True)]
+    return {"day_idx": list(range(estate.days)), "p_human": p_human, "share": shares}
 
 
 def _register_helpers(con: duckdb.DuckDBPyConnection, estate: _Estate) -> None:
@@ -874,10 +889,11 @@ def _register_helpers(con: duckdb.DuckDBPyConnection, estate: _Estate) -> None:
         "CREATE OR REPLACE TEMP MACRO rb(h, s, w, n) AS "
         "CAST(((((h >> s) & ((1::UBIGINT << w) - 1)) * CAST(n AS UBIGINT)) >> w) AS BIGINT)"
     )
-    _register_principal_slots(con, estate)
+    _register_people_slots(con, "_g_pslot", estate, estate.principals)
     _register_action_slots(con)
-    day_weights = [DAY_WEIGHTS[(estate.start + dt.timedelta(days=d)).weekday()] for d in range(estate.days)]
-    _register_slots(con, "_g_dslot", {"day_idx": list(range(estate.days))}, _allocate(day_weights, DAY_SLOTS))
+    days = _day_table(estate)
+    shares = days.pop("share")
+    _register_slots(con, "_g_dslot", days, _allocate(shares, DAY_SLOTS))
     keys, ips = [], []
     for p in estate.principals:
         for k, ip in enumerate(p.ips):
@@ -888,7 +904,6 @@ def _register_helpers(con: duckdb.DuckDBPyConnection, estate: _Estate) -> None:
 
 def _principal_columns(estate: _Estate, principals: Sequence[_Principal]) -> dict[str, list[Any]]:
     """Per-principal attributes the bulk SQL needs, column-wise."""
-    total_s = estate.days * 86400
     cols: dict[str, list[Any]] = {}
     for p in principals:
         period = p.period_s or 86400
@@ -897,7 +912,7 @@ def _principal_columns(estate: _Estate, principals: Sequence[_Principal]) -> dic
             "pid": p.pid, "kind": KIND_CODES[p.kind], "profile": _profile(p), "email": p.email,
             "subject": p.subject, "user_id": p.user_id, "tz": p.tz, "scheduled": p.scheduled,
             "period_ms": period * 1000, "offset_ms": p.offset_s * 1000,
-            "n_runs": max(1, math.ceil(total_s / period)), "jitter_ms": min(period // 3, 900) * 1000,
+            "jitter_ms": min(period // 3, 900) * 1000,
             "browser_ua": p.browser_ua, "api_ua": p.api_ua, "sql_ua": p.sql_ua, "home_ws": p.home_ws,
             "alt_ws": p.alt_ws, "token_id": p.token_id, "tbl_base": p.tbl_base, "tbl_span": p.tbl_span,
             "sec_base": p.sec_base, "sec_span": p.sec_span, "job_base": p.job_base,
@@ -913,13 +928,52 @@ def _principal_columns(estate: _Estate, principals: Sequence[_Principal]) -> dic
     return cols
 
 
-def _register_principal_slots(con: duckdb.DuckDBPyConnection, estate: _Estate) -> None:
-    ps = estate.principals
-    human_total = sum(p.weight for p in ps if p.is_human)
-    sp_total = sum(p.weight for p in ps if p.is_sp) or 1.0
-    weights = [p.weight / human_total * 0.64 if p.is_human else p.weight / sp_total * 0.36 for p in ps]
-    counts = _allocate(weights, _principal_slot_count(estate))
-    _register_slots(con, "_g_pslot", _principal_columns(estate, ps), counts)
+def _register_people_slots(
+    con: duckdb.DuckDBPyConnection, name: str, estate: _Estate, principals: Sequence[_Principal],
+    boost_sp: float = 1.0,
+) -> None:
+    """Weighted slots: [0, H) hold people, [H, H + S) service principals; (H, S) go to estate.slot_sizes."""
+    humans = [p for p in principals if p.is_human]
+    sps = [p for p in principals if p.is_sp]
+    h, s = _slot_count(len(humans)), _slot_count(len(sps))
+    counts = _allocate([p.weight for p in humans], h) + _allocate([p.weight * boost_sp for p in sps], s)
+    _register_slots(con, name, _principal_columns(estate, humans + sps), counts)
+    estate.slot_sizes[name] = (h, s)
+
+
+def _who_and_when_sql(e: _Estate, n: int, slots: str, salt: int) -> str:
+    """CTEs `ev` -> `timed`: the row's hashes, its day (monotonic in the row number), principal and time.
+
+    Rows come out roughly in time order, so DuckDB's zone maps can skip row groups on time filters.
+    """
+    k = e.key + salt
+    h_slots, s_slots = e.slot_sizes[slots]
+    hours = _slots(HUMAN_HOUR_WEIGHTS, 1024)
+    total_ms = e.days * DAY_MS
+    return f"""
+WITH ev AS (
+  SELECT i, hash(i, {k}) AS h1, hash(i, {k + 1}) AS h2, hash(i, {k + 2}) AS h3, hash(i, {k + 3}) AS h4,
+         hash(i, {k + 4}) AS h5
+  FROM __ROWS__ t
+), dayed AS (
+  SELECT ev.*, d.day_idx, d.p_human FROM ev JOIN _g_dslot d ON d.slot = (ev.i * {DAY_SLOTS}) // {n}
+), joined AS (
+  SELECT dayed.*, p.* EXCLUDE (slot) FROM dayed JOIN {slots} p
+    ON p.slot = CASE WHEN rb(h1, 0, 17, 100000) < p_human THEN rb(h1, 17, 20, {h_slots})
+                     ELSE {h_slots} + rb(h1, 17, 20, {s_slots}) END
+), placed AS (
+  SELECT *,
+    CASE WHEN scheduled
+         THEN day_idx * {DAY_MS} + rb(h5, 32, 20, jitter_ms)
+              + (rb(h5, 0, 20, {DAY_MS} // period_ms) * period_ms + offset_ms) % {DAY_MS}
+         ELSE day_idx * {DAY_MS} + ({_sql_list(hours)}[1 + rb(h2, 0, 10, 1024)] - tz) * {HOUR_MS}
+              + rb(h2, 10, 22, {HOUR_MS}) END AS t_raw
+  FROM joined
+), timed AS (  -- time zones and jitter push a few events over the ends of the range: move them a day back in
+  SELECT *, CASE WHEN t_raw < 0 THEN t_raw + {DAY_MS} WHEN t_raw >= {total_ms} THEN t_raw - {DAY_MS}
+                 ELSE t_raw END AS t_ms
+  FROM placed
+)"""
 
 
 def _drop_helpers(con: duckdb.DuckDBPyConnection) -> None:
@@ -953,8 +1007,8 @@ _CATALOG = "split_part($tbl, '.', 1)"
 _SCHEMA = "split_part($tbl, '.', 2)"
 _N = "rb(r, 40, 16, 99999)::VARCHAR"  # a random file or run number
 _GROUP = f"list_extract({_sql_list(GROUPS)}, 1 + rb(r, 50, 3, 8))"
-_EXPORT_FORMAT = ("CASE WHEN rb(r, 44, 6, 64) < 61 THEN 'SOURCE' WHEN rb(r, 44, 6, 64) < 63 THEN 'JUPYTER' "
-                  "ELSE 'HTML' END")
+_EXPORT_FORMAT = ("CASE rb(r, 44, 7, 128) WHEN 0 THEN 'JUPYTER' WHEN 1 THEN 'HTML' WHEN 2 THEN 'DBC' "
+                  "ELSE 'SOURCE' END")  # mostly source; now and then another format
 _LIBRARY = ("'[{\"pypi\":{\"package\":\"' || list_extract(['pandas==2.2.2', 'scikit-learn==1.5.1', "
             "'great-expectations==0.18.19', 'xgboost==2.1.1', 'openpyxl==3.1.5'], 1 + rb(r, 50, 3, 5)) "
             "|| '\"}}]'")
@@ -1214,46 +1268,29 @@ def _insert_in_batches(con: duckdb.DuckDBPyConnection, n: int, sql: Callable[[st
 
 def _insert_bulk_audit(con: duckdb.DuckDBPyConnection, e: _Estate, n: int) -> None:
     """The bulk of access.audit: one INSERT ... SELECT per batch of row numbers."""
-    template = _audit_sql(e)
+    template = _audit_sql(e, n)
     _insert_in_batches(con, n, lambda rows: template.replace("__ROWS__", rows))
 
 
-def _audit_sql(e: _Estate) -> str:
+def _audit_sql(e: _Estate, n: int) -> str:
     k = e.key
-    ps = _principal_slot_count(e)
-    total_ms = e.days * DAY_MS
-    hours = _slots(HUMAN_HOUR_WEIGHTS, 1024)
     day_hex = [_hex(8, "day", e.seed, d) for d in range(e.days)]
     variables = _audit_vars(e)
     sql = f"""
 INSERT INTO access.audit BY NAME
-WITH ev AS (
-  SELECT i, hash(i, {k}) AS h1, hash(i, {k + 1}) AS h2, hash(i, {k + 2}) AS h3, hash(i, {k + 3}) AS r,
-         hash(i, {k + 4}) AS h5
-  FROM __ROWS__ t
-), joined AS (
-  SELECT ev.*, p.* EXCLUDE (slot), a.* EXCLUDE (slot), d.day_idx
-  FROM ev
-  JOIN _g_pslot p ON p.slot = (ev.h1 & {ps - 1})
-  JOIN _g_aslot a ON a.slot = p.kind * {ACTION_SLOTS} + rb(ev.h1, 20, 14, {ACTION_SLOTS})
-  JOIN _g_dslot d ON d.slot = rb(ev.h1, 40, 17, {DAY_SLOTS})
-), timed AS (
-  SELECT *,
-    (((CASE WHEN scheduled THEN rb(h5, 0, 32, n_runs) * period_ms + offset_ms + rb(h5, 32, 20, jitter_ms)
-           ELSE day_idx * {DAY_MS} + ({_sql_list(hours)}[1 + rb(h2, 0, 10, 1024)] - tz) * {HOUR_MS}
-                + rb(h2, 10, 22, {HOUR_MS}) END) % {total_ms}) + {total_ms}) % {total_ms} AS t_ms,
-    CASE WHEN rb(h3, 24, 4, 16) < 14 THEN home_ws ELSE alt_ws END AS wsi,
-    rb(h3, 0, 17, 100000) < fail_rate AS failed
-  FROM joined
+{_who_and_when_sql(e, n, "_g_pslot", 0)}, acted AS (
+  SELECT t.*, a.* EXCLUDE (slot), h4 AS r,
+    CASE WHEN rb(h3, 24, 4, 16) < 14 THEN home_ws ELSE alt_ws END AS wsi
+  FROM timed t JOIN _g_aslot a ON a.slot = t.kind * {ACTION_SLOTS} + rb(t.h1, 40, 14, {ACTION_SLOTS})
 ), final AS (
-  SELECT t.*, ipx.ip,
+  SELECT t.*, ipx.ip, rb(h3, 0, 17, 100000) < fail_rate AS failed,
     epoch_ms({e.start_ms} + t_ms) AS ts,
     {_sql_list(e.workspaces)}[wsi + 1] AS ws,
     1 + (tbl_base + rb(r, 0, 16, tbl_span)) % {len(e.tables)} AS ti,
     1 + (sec_base + rb(r, 31, 2, sec_span)) % {len(e.secrets)} AS si,
     rb(r, 33, 4, 16) AS nbi,
     '{e.account_id}' AS account_id, '{e.metastore_id}' AS metastore_id
-  FROM timed t JOIN _g_ipslot ipx ON ipx.ipkey = t.pid * 16 + rb(t.h3, 28, 4, 16)
+  FROM acted t JOIN _g_ipslot ipx ON ipx.ipkey = t.pid * 16 + rb(t.h3, 28, 4, 16)
 )
 SELECT
   account_id,
@@ -1318,9 +1355,7 @@ def _profile(p: _Principal) -> str:
 
 def _register_query_slots(con: duckdb.DuckDBPyConnection, e: _Estate) -> None:
     executors = [p for p in e.principals if p.sql_user]
-    weights = [p.weight * (3.0 if p.is_sp else 1.0) for p in executors]
-    counts = _allocate(weights, _principal_slot_count(e))
-    _register_slots(con, "_g_qslot", _principal_columns(e, executors), counts)
+    _register_people_slots(con, "_g_qslot", e, executors, boost_sp=3.0)
 
 
 def _mix_case(column: str) -> str:
@@ -1337,8 +1372,8 @@ def _mix_case(column: str) -> str:
 def _statement_text_sql(tables: str) -> str:
     t = f"{tables}[ti]"
     t2 = f"{tables}[ti2]"
-    dim = f"{_sql_list(DIMENSIONS)}[1 + rb(h5, 40, 3, {len(DIMENSIONS)})]"
-    day = "strftime(ts - INTERVAL (rb(h5, 43, 5, 30)) DAY, '%Y-%m-%d')"
+    dim = f"{_sql_list(DIMENSIONS)}[1 + rb(h6, 40, 3, {len(DIMENSIONS)})]"
+    day = _day_expr()
     return f"""CASE stype
       WHEN 'SELECT' THEN CASE variant
         WHEN 0 THEN 'SELECT * FROM ' || {t} || ' WHERE updated_at >= ''' || {day} || ''' LIMIT 1000'
@@ -1376,47 +1411,33 @@ def _normal(h: str, shift: int) -> str:
 def _insert_bulk_queries(con: duckdb.DuckDBPyConnection, e: _Estate, n: int) -> None:
     """The bulk of query.history: statements with lognormal durations and per-user workload profiles."""
     _register_query_slots(con, e)
-    template = _queries_sql(e)
+    template = _queries_sql(e, n)
     _insert_in_batches(con, n, lambda rows: template.replace("__ROWS__", rows))
 
 
-def _queries_sql(e: _Estate) -> str:
+def _queries_sql(e: _Estate, n: int) -> str:
     k = e.key + 100
-    qs = _principal_slot_count(e)
-    total_ms = e.days * DAY_MS
-    hours = _slots(HUMAN_HOUR_WEIGHTS, 1024)
     day_hex = [_hex(8, "qday", e.seed, d) for d in range(e.days)]
     tables = _sql_list(e.tables)
     n_tables = len(e.tables)
     errors = _sql_list(QUERY_ERRORS)
     return f"""
 INSERT INTO query.history BY NAME
-WITH ev AS (
-  SELECT i, hash(i, {k}) AS h1, hash(i, {k + 1}) AS h2, hash(i, {k + 2}) AS h3, hash(i, {k + 3}) AS h4,
-         hash(i, {k + 4}) AS h5
-  FROM __ROWS__ t
-), joined AS (
-  SELECT ev.*, q.* EXCLUDE (slot), d.day_idx FROM ev
-  JOIN _g_qslot q ON q.slot = (ev.h1 & {qs - 1})
-  JOIN _g_dslot d ON d.slot = rb(ev.h1, 40, 17, {DAY_SLOTS})
-), base AS (
-  SELECT *,
-    (((CASE WHEN scheduled THEN rb(h2, 0, 32, n_runs) * period_ms + offset_ms + rb(h2, 32, 20, jitter_ms)
-           ELSE day_idx * {DAY_MS} + ({_sql_list(hours)}[1 + rb(h2, 0, 10, 1024)] - tz) * {HOUR_MS}
-                + rb(h2, 10, 22, {HOUR_MS}) END) % {total_ms}) + {total_ms}) % {total_ms} AS t_ms,
+{_who_and_when_sql(e, n, "_g_qslot", 100)}, base AS (
+  SELECT *, hash(i, {k + 5}) AS h6, hash(i, {k + 6}) AS h7, hash(i, {k + 7}) AS h8,
     {_normal('h3', 0)} AS z1,
     {_normal('h4', 0)} AS z2,
     rb(h3, 52, 10, 1000) AS u_status,
     rb(h4, 52, 10, 1000) AS u_type,
-    rb(h5, 0, 10, 1000) AS u_cache,
-    rb(h5, 10, 10, 1000) AS u_wait,
-    rb(h5, 20, 2, 4) AS variant,
-    1 + (tbl_base + rb(h1, 20, 16, tbl_span)) % {n_tables} AS ti,
-    1 + (tbl_base + rb(h5, 24, 16, tbl_span) + 1) % {n_tables} AS ti2
-  FROM joined
+    rb(h6, 0, 10, 1000) AS u_cache,
+    rb(h6, 10, 10, 1000) AS u_wait,
+    rb(h6, 20, 2, 4) AS variant,
+    1 + (tbl_base + rb(h8, 41, 16, tbl_span)) % {n_tables} AS ti,
+    1 + (tbl_base + rb(h6, 24, 16, tbl_span) + 1) % {n_tables} AS ti2
+  FROM timed
 ), typed AS (
   SELECT *, epoch_ms({e.start_ms} + t_ms) AS ts, {_mix_case('profile')} AS stype FROM base
-), timed AS (
+), shaped AS (
   SELECT *,
     u_cache < 70 AND stype = 'SELECT' AND profile IN ('human', 'bi') AS cached,
     CASE WHEN u_status < 32 THEN 'FAILED' WHEN u_status < 48 THEN 'CANCELED' ELSE 'FINISHED' END AS status,
@@ -1431,35 +1452,35 @@ WITH ev AS (
   SELECT *,
     CASE WHEN cached THEN 0 WHEN status = 'FAILED' THEN round(exec_raw * 0.35)
          WHEN status = 'CANCELED' THEN round(exec_raw * 1.6) ELSE round(exec_raw) END::BIGINT AS exec_ms,
-    CASE WHEN cached THEN 4 + rb(h5, 30, 6, 40)
-         ELSE greatest(6, round(exec_raw * (0.03 + rb(h5, 36, 8, 200) / 1000.0))) END::BIGINT AS compile_ms,
-    CASE WHEN NOT cached AND u_wait < 22 THEN CASE WHEN serverless THEN 2000 + rb(h4, 30, 14, 8000)
-                                                   ELSE 60000 + rb(h4, 30, 18, 240000) END
+    CASE WHEN cached THEN 4 + rb(h7, 52, 6, 40)
+         ELSE greatest(6, round(exec_raw * (0.03 + rb(h8, 0, 8, 200) / 1000.0))) END::BIGINT AS compile_ms,
+    CASE WHEN NOT cached AND u_wait < 22 THEN CASE WHEN serverless THEN 2000 + rb(h7, 34, 14, 8000)
+                                                   ELSE 60000 + rb(h7, 34, 18, 240000) END
          ELSE 0 END::BIGINT AS wait_compute_ms,
     CASE WHEN NOT cached AND u_wait BETWEEN 22 AND 55 THEN round(exp(8.3 + 1.1 * z2)) ELSE 0 END::BIGINT
       AS wait_capacity_ms,
     CASE WHEN cached OR status = 'FAILED' THEN 0 ELSE round(bytes_raw) END::BIGINT AS read_bytes
-  FROM timed
+  FROM shaped
 ), sized AS (
   SELECT *,
     wait_compute_ms + wait_capacity_ms + compile_ms + exec_ms AS total_ms,
-    (read_bytes // (40 + rb(h1, 36, 4, 16) * 20))::BIGINT AS read_rows,
+    (read_bytes // (40 + rb(h6, 48, 4, 16) * 20))::BIGINT AS read_rows,
     CASE WHEN read_bytes = 0 THEN 0
-         ELSE 1 + read_bytes // (48000000 + rb(h2, 52, 6, 64) * 1000000) END::BIGINT AS read_files
+         ELSE 1 + read_bytes // (48000000 + rb(h8, 35, 6, 64) * 1000000) END::BIGINT AS read_files
   FROM measured
 ), outcome AS (
   SELECT *,
     CASE WHEN status <> 'FINISHED' THEN 0
-         WHEN stype = 'DESCRIBE' THEN 12 + rb(h3, 40, 6, 48)
-         WHEN stype IN ('SHOW', 'EXPLAIN') THEN 3 + rb(h3, 40, 7, 120)
+         WHEN stype = 'DESCRIBE' THEN 12 + rb(h7, 0, 6, 48)
+         WHEN stype IN ('SHOW', 'EXPLAIN') THEN 3 + rb(h7, 0, 7, 120)
          WHEN stype IN ('INSERT', 'MERGE', 'CREATE', 'UPDATE', 'DELETE', 'OPTIMIZE', 'COPY') THEN 1
-         WHEN cached THEN 10 + rb(h3, 40, 10, 1000)
+         WHEN cached THEN 10 + rb(h7, 0, 10, 1000)
          WHEN variant = 0 THEN least(1000, read_rows)
-         WHEN variant = 1 THEN least(read_rows, 5 + rb(h3, 40, 8, 200))
+         WHEN variant = 1 THEN least(read_rows, 5 + rb(h7, 0, 8, 200))
          WHEN variant = 2 THEN least(read_rows // 20, 2000000)
-         ELSE least(read_rows, 30 + rb(h3, 40, 9, 335)) END::BIGINT AS produced_rows,
+         ELSE least(read_rows, 30 + rb(h7, 0, 9, 335)) END::BIGINT AS produced_rows,
     CASE WHEN stype IN ('INSERT', 'MERGE', 'CREATE', 'COPY', 'OPTIMIZE', 'UPDATE', 'DELETE')
-              AND status = 'FINISHED' THEN (read_bytes * (0.1 + rb(h4, 40, 8, 80) / 100.0))::BIGINT
+              AND status = 'FINISHED' THEN (read_bytes * (0.1 + rb(h8, 8, 8, 80) / 100.0))::BIGINT
          ELSE 0 END AS written_bytes
   FROM sized
 )
@@ -1473,11 +1494,11 @@ SELECT
   CASE WHEN client_app = 'Databricks Notebook'
        THEN {{'type': 'SERVERLESS_COMPUTE', 'cluster_id': NULL::VARCHAR, 'warehouse_id': NULL::VARCHAR}}
        ELSE {{'type': 'WAREHOUSE', 'cluster_id': NULL::VARCHAR,
-              'warehouse_id': CASE WHEN rb(h5, 62, 2, 4) = 0 THEN wh2 ELSE wh1 END}} END AS compute,
+              'warehouse_id': CASE WHEN rb(h6, 22, 2, 4) = 0 THEN wh2 ELSE wh1 END}} END AS compute,
   user_id AS executed_by_user_id,
   {_statement_text_sql(tables)} AS statement_text,
   stype AS statement_type,
-  CASE WHEN status = 'FAILED' THEN {errors}[1 + rb(h4, 44, 8, {len(QUERY_ERRORS)})] END AS error_message,
+  CASE WHEN status = 'FAILED' THEN {errors}[1 + rb(h8, 16, 8, {len(QUERY_ERRORS)})] END AS error_message,
   client_app AS client_application,
   client_driver,
   total_ms AS total_duration_ms,
@@ -1491,20 +1512,20 @@ SELECT
   ts + to_milliseconds(total_ms) AS end_time,
   ts + to_milliseconds(total_ms + 3 + produced_rows // 2000) AS update_time,
   CASE WHEN read_files = 0 THEN 0 ELSE 1 + read_files // 12 END AS read_partitions,
-  (read_files * rb(h1, 56, 6, 50) / 10)::BIGINT AS pruned_files,
+  (read_files * rb(h6, 52, 6, 50) / 10)::BIGINT AS pruned_files,
   read_files,
   read_rows,
   produced_rows,
   read_bytes,
-  CASE WHEN read_bytes = 0 THEN 0 ELSE rb(h2, 40, 7, 101) END::TINYINT AS read_io_cache_percent,
+  CASE WHEN read_bytes = 0 THEN 0 ELSE rb(h8, 28, 7, 101) END::TINYINT AS read_io_cache_percent,
   cached AS from_result_cache,
   CASE WHEN exec_ms > 60000 AND rb(h3, 62, 2, 4) = 0 THEN read_bytes // 3 ELSE 0 END AS spilled_local_bytes,
   written_bytes,
-  CASE WHEN variant IN (1, 2, 3) AND stype = 'SELECT' THEN (read_bytes * rb(h4, 48, 4, 16) / 32)::BIGINT
+  CASE WHEN variant IN (1, 2, 3) AND stype = 'SELECT' THEN (read_bytes * rb(h8, 24, 4, 16) / 32)::BIGINT
        WHEN stype IN ('MERGE', 'CREATE', 'OPTIMIZE') THEN read_bytes // 4 ELSE 0 END AS shuffle_read_bytes,
   {{'job_info': CASE WHEN profile = 'etl' THEN {{'job_id': job,
                   'job_run_id': (100000000000000 + rb(h2, 0, 24, 10000000) * 79)::VARCHAR,
-                  'job_task_run_id': (100000000000000 + rb(h3, 0, 24, 10000000) * 83 + 1)::VARCHAR}} END,
+                  'job_task_run_id': (100000000000000 + rb(h7, 10, 24, 10000000) * 83 + 1)::VARCHAR}} END,
     'legacy_dashboard_id': NULL::VARCHAR,
     'dashboard_id': CASE WHEN client_app = 'Databricks Dashboards' OR profile = 'bi'
                          THEN md5('dash:' || (pid * 8 + variant)::VARCHAR)::UUID::VARCHAR END,
@@ -1531,7 +1552,7 @@ FROM outcome
 
 
 def _day_expr() -> str:
-    return "strftime(ts - INTERVAL (rb(h5, 43, 5, 30)) DAY, '%Y-%m-%d')"
+    return "strftime(ts - INTERVAL (rb(h6, 43, 5, 30)) DAY, '%Y-%m-%d')"
 
 
 # --- rows built in Python: emitter --------------------------------------------------------------------------
@@ -1799,18 +1820,18 @@ def _add_network(em: _Emitter) -> None:
 
 def _egress(
     em: _Emitter, t: dt.datetime, ws: int, destination: str, rng: random.Random, *, source: str,
-    storage: bool = False, rcode: int = 0,
+    storage: bool = False,
 ) -> None:
+    """One denied egress event: blocked DNS lookups answer NXDOMAIN (rcode 3), storage paths are rejected."""
     e = em.e
     row = {
         "account_id": e.account_id, "workspace_id": e.workspaces[ws], "event_id": em.next_id("egress"),
-        "destination_type": "STORAGE" if storage else "DNS", "destination": destination,
-        "dns_event": None if storage else {
-            "domain_name": destination, "rcode": rcode,
-            "rdata": [] if rcode else [f"{rng.randint(13, 199)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}."
-                                       f"{rng.randint(1, 254)}"]},
-        "storage_event": {"hostname": destination, "path": f"/exports/{t:%Y/%m/%d}/part-0000.parquet",
-                          "rejection_reason": "STORAGE_DESTINATION_NOT_ALLOWED"} if storage else None,
+        "destination_type": "STORAGE" if storage else "DNS",
+        "destination": f"s3://{destination.split('.')[0]}" if storage else destination,
+        "dns_event": None if storage else {"domain_name": destination, "rcode": 3, "rdata": []},
+        "storage_event": {"hostname": f"s3://{destination.split('.')[0]}",
+                          "path": f"/exports/{t:%Y/%m/%d}/part-{rng.randrange(10000):05d}.parquet",
+                          "rejection_reason": "storage-bucket-path-denied"} if storage else None,
         "event_time": _ms(t), "access_type": "DROP", "network_source_type": source,
     }
     em.rows.add(OUTBOUND, [row])
