@@ -120,6 +120,32 @@ def rename_tables(tree: exp.Expression, target: Callable[[str, str], exp.Table])
     return tree.transform(swap, copy=True)
 
 
+def sargable_pairs(tree: exp.Expression) -> exp.Expression:
+    """`concat(a, '.', b) IN ('x.y', ...)` also implies `a IN ('x', ...) AND b IN ('y', ...)`: add those cheap
+    conjuncts so the engine filters on plain columns before building a string for every row. Meaning is unchanged.
+    """
+    tree = tree.copy()
+    for node in list(tree.find_all(exp.In)):
+        target, items = node.this, node.expressions
+        if isinstance(node.parent, exp.Not) or not isinstance(target, exp.Concat) or not items:
+            continue
+        parts = target.expressions
+        if (len(parts) != 3 or not isinstance(parts[0], exp.Column) or not isinstance(parts[2], exp.Column)
+                or not (isinstance(parts[1], exp.Literal) and parts[1].is_string and parts[1].this)):
+            continue
+        sep = parts[1].this
+        if not all(isinstance(i, exp.Literal) and i.is_string and sep in i.this for i in items):
+            continue
+        heads = sorted({i.this.split(sep, 1)[0] for i in items})
+        tails = sorted({i.this.split(sep, 1)[1] for i in items})
+        extra = exp.and_(
+            exp.In(this=parts[0].copy(), expressions=[exp.Literal.string(h) for h in heads]),
+            exp.In(this=parts[2].copy(), expressions=[exp.Literal.string(t) for t in tails]),
+        )
+        node.replace(exp.paren(exp.and_(extra, node.copy())))
+    return tree
+
+
 def called_functions(duckdb_sql: str) -> set[str]:
     """Names of functions sqlglot passed through unknown: they must exist in the engine."""
     tree = sqlglot.parse_one(duckdb_sql, read="duckdb")
@@ -172,7 +198,7 @@ def compile_rule(
     missing = [c for c in REQUIRED_COLUMNS if c not in outputs]
     if missing:
         raise RuleCompileError(f"{source}: field 'query' must return columns {', '.join(missing)}")
-    duck_tree = compat_transforms(rename_tables(bound, table_target))
+    duck_tree = sargable_pairs(compat_transforms(rename_tables(bound, table_target)))
     duckdb_sql = duck_tree.sql("duckdb")
     unknown = called_functions(duckdb_sql) - engine_functions
     if unknown:
