@@ -75,25 +75,14 @@ class DuckDBSystemTables:
                 self._conn = open_readonly(self.path, threads=self._threads)
             return self._conn
 
-    def _run(self, statement: Statement, max_rows: int, max_chars: int, timeout_seconds: float) -> QueryResult:
-        sql = statement.duckdb_sql or to_duckdb(statement.databricks_sql)
-        cursor = self._connection().cursor()
-        timer = threading.Timer(timeout_seconds, cursor.interrupt)
+    def _run(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], max_rows: int,
+             max_chars: int) -> QueryResult:
         started = time.perf_counter()
-        timer.start()
         try:
-            relation = cursor.execute(sql, statement.params or None)
+            relation = cursor.execute(sql, params or None)
             description = relation.description or []
             raw = relation.fetchmany(max_rows + 1)
-        except duckdb.InterruptException:
-            raise QueryTimeout(
-                f"the query ran longer than {timeout_seconds:g} s and was stopped; narrow the time window "
-                "or aggregate more"
-            ) from None
-        except duckdb.Error as exc:
-            raise BackendError(_engine_message(exc)) from None
         finally:
-            timer.cancel()
             cursor.close()
         elapsed_ms = (time.perf_counter() - started) * 1000
         columns = [ColumnInfo(name=d[0], type=str(d[1])) for d in description]
@@ -117,7 +106,36 @@ class DuckDBSystemTables:
     async def execute(
         self, statement: Statement, *, max_rows: int, max_chars: int, timeout_seconds: float
     ) -> QueryResult:
-        return await anyio.to_thread.run_sync(self._run, statement, max_rows, max_chars, timeout_seconds)
+        """Run on a worker thread; an async deadline interrupts the cursor, so no timer thread per query."""
+        sql = statement.duckdb_sql or to_duckdb(statement.databricks_sql)
+        cursor = self._connection().cursor()
+        timed_out = False
+
+        async def watchdog() -> None:
+            nonlocal timed_out
+            await anyio.sleep(timeout_seconds)
+            timed_out = True
+            cursor.interrupt()
+
+        result: QueryResult | None = None
+        error: duckdb.Error | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watchdog)
+            try:
+                result = await anyio.to_thread.run_sync(self._run, cursor, sql, statement.params, max_rows, max_chars)
+            except duckdb.Error as exc:  # kept out of the task group, which would wrap it in a group
+                error = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if isinstance(error, duckdb.InterruptException) and timed_out:
+            raise QueryTimeout(
+                f"the query ran longer than {timeout_seconds:g} s and was stopped; narrow the time window "
+                "or aggregate more"
+            )
+        if error is not None:
+            raise BackendError(_engine_message(error))
+        assert result is not None
+        return result
 
     def _stats(self, tables: list[str]) -> list[TableStats]:
         cursor = self._connection().cursor()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 
@@ -172,6 +173,12 @@ def check_shape(statements: Iterable[exp.Expression | None]) -> exp.Expression:
 
 def guard_query(sql: str, *, allowed_tables: Iterable[str], limit: int, row_cap: int) -> GuardedQuery:
     """Parse Databricks SQL, refuse anything but a capped read of allowlisted tables, and transpile it."""
+    return _guard_cached(sql, frozenset(t.lower() for t in allowed_tables), limit, row_cap).model_copy()
+
+
+@functools.lru_cache(maxsize=512)
+def _guard_cached(sql: str, allowed_tables: frozenset[str], limit: int, row_cap: int) -> GuardedQuery:
+    """A pure function of its arguments, so agents that repeat a question skip the parse (refusals are not cached)."""
     if not sql or not sql.strip():
         raise QueryRefused("parse", "the query is empty")
     if "\x00" in sql:
