@@ -83,6 +83,7 @@ def test_external_export_found_without_false_alarms(tmp_path: Path) -> None:
          "last_seen": dt.datetime.fromisoformat(lab["last_seen"].replace("Z", "+00:00")).replace(tzinfo=None)}
         for lab in raw["incidents"]
     ]
+    assert len(labels) >= 8, "the external export should carry its labelled incidents"
     since = min(lab["first_seen"] for lab in labels) - dt.timedelta(hours=1)
     con = duckdb.connect(str(workspace), read_only=True)
     until = con.execute("SELECT max(event_time) FROM access.audit").fetchone()[0] + dt.timedelta(seconds=1)
