@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import httpx
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from insight_mcp.clients.client import connect_http
+from insight_mcp.clients.demo import free_port
 
 ECHO_SERVER = """
 import sys, uvicorn
@@ -45,11 +45,6 @@ async def echo(value: int) -> Echo:
 uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:

@@ -4,10 +4,10 @@ import contextlib
 import hmac
 import platform
 from collections.abc import AsyncIterator, Callable
+from importlib.metadata import version
 from typing import Any
 
 import duckdb
-import mcp
 import structlog
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
@@ -92,15 +92,10 @@ class BearerTokenMiddleware:
 
 def _versions() -> dict[str, str]:
     return {
-        "insight_mcp": VERSION, "mcp": getattr(mcp, "__version__", _dist("mcp")), "duckdb": duckdb.__version__,
+        "insight_mcp": VERSION, "mcp": version("mcp"), "duckdb": duckdb.__version__,
         "python": platform.python_version(),
     }
 
-
-def _dist(name: str) -> str:
-    from importlib.metadata import version
-
-    return version(name)
 
 
 def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:

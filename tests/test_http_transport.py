@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,19 +13,15 @@ import httpx
 import pytest
 
 from insight_mcp.clients.client import ServerUnavailable, ToolCallError, connect_http, server_url
+from insight_mcp.clients.demo import free_port
 
 pytestmark = pytest.mark.e2e
 TOKEN = "e2e-token-1f2e3d"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def _start(fixture_workspace: Path, home: Path, token: str | None) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "INSIGHT_HOME": str(home), "INSIGHT_WORKSPACE_FILE": str(fixture_workspace)}
     env.pop("INSIGHT_API_TOKEN", None)
     if token:

@@ -14,6 +14,7 @@ from insight_mcp.agents.ingestion.explore import InvalidArgument, resolve_window
 from insight_mcp.agents.network import RULES_DIR
 from insight_mcp.agents.security.reference_lists import ipv4_prefix24, read_lines
 from insight_mcp.agents.settings import QueryLimits
+from insight_mcp.agents.sql.ipnet import parse_networks
 
 AUDIT = "system.access.audit"
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8",
@@ -57,7 +58,7 @@ def classify_ip(value: str | None, trusted: list[str], lists: ReferenceLists) ->
         return "invalid"
     if any(address in net for net in PRIVATE):
         return "private"
-    if any(address in ipaddress.ip_network(c, strict=False) for c in trusted):
+    if any(address in net for net in parse_networks(tuple(trusted))):
         return "trusted"
     if address.version == 4 and (value in lists.anonymizer_prefixes or value.rsplit(".", 1)[0] in lists.anonymizer_prefixes):
         return "anonymizer"

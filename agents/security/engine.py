@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
-import ipaddress
 import threading
 import time
 from collections.abc import Iterable
@@ -13,10 +12,10 @@ from typing import Any
 
 import anyio
 import duckdb
-import structlog
-from pydantic import BaseModel, Field
 import sqlglot
 import sqlglot.errors
+import structlog
+from pydantic import BaseModel, Field
 from sqlglot import exp
 
 from insight_mcp.agents.ingestion.backend import BackendError, json_value
@@ -31,6 +30,7 @@ from insight_mcp.agents.security.model import (
 )
 from insight_mcp.agents.security.rules import builtin_rule_dirs, load_rules
 from insight_mcp.agents.settings import DetectionSettings, Suppression
+from insight_mcp.agents.sql.ipnet import in_networks, parse_networks
 
 log = structlog.get_logger("insight_mcp.detections")
 
@@ -99,14 +99,6 @@ def _columns_read(table: str, rules: list[Rule]) -> str:
     return ", ".join(f'"{c.name}"' for c in spec.columns if c.name in used)
 
 
-def _in_cidrs(value: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return any(address in net for net in networks)
-
-
 class DetectionEngine:
     """Rules compiled once against one workspace; `run` answers a window."""
 
@@ -127,7 +119,8 @@ class DetectionEngine:
         self.rules: dict[str, CompiledRule] = {}
         functions = {r[0].lower() for r in self._conn.execute("SELECT function_name FROM duckdb_functions()").fetchall()}
         wanted = set(only) if only is not None else None
-        chosen = [(rule, path) for rule, path in load_rules(folders)
+        available = load_rules(folders)
+        chosen = [(rule, path) for rule, path in available
                   if rule.id not in config.disabled_rules and (wanted is None or rule.id in wanted)]
         self._slice_columns = {name: _columns_read(name, [r for r, _ in chosen]) for name in self._sliced}
         self._create_empty_slices()
@@ -149,7 +142,7 @@ class DetectionEngine:
                 table_target=_table_target(self._sliced), engine_functions=functions, explain=self._explain,
                 folder=path.parent,
             )
-        unknown = (set(config.parameters) | set(config.disabled_rules)) - {r.id for r, _ in load_rules(folders)}
+        unknown = (set(config.parameters) | set(config.disabled_rules)) - {r.id for r, _ in available}
         if unknown:
             raise RuleCompileError(f"detections config names unknown rules: {', '.join(sorted(unknown))}")
 
@@ -295,11 +288,11 @@ class DetectionEngine:
 
     @staticmethod
     def _suppressed(finding: Finding, rules: Suppression) -> bool:
-        networks = [ipaddress.ip_network(c, strict=False) for c in rules.trusted_cidrs]
-        if networks and _in_cidrs(finding.principal, networks):
+        networks = parse_networks(tuple(rules.trusted_cidrs))
+        if networks and in_networks(finding.principal, networks):
             return True
         ips = finding.evidence.fields.get("source_ips")
-        if networks and isinstance(ips, list) and ips and all(_in_cidrs(str(ip), networks) for ip in ips):
+        if networks and isinstance(ips, list) and ips and all(in_networks(str(ip), networks) for ip in ips):
             return True
         principal = finding.principal.lower()
         if finding.category in ADMIN_WORK and principal in {p.lower() for p in rules.admin_principals}:

@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=64)
+def parse_networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
+    """Configured CIDR lists, parsed once however many rows and findings are checked against them."""
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def in_networks(value: str, networks: tuple[Network, ...]) -> bool:
+    """Whether an address string falls in any of the networks; not an address means no."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return any(address in net for net in networks)
 
 
 def ipv4_to_int_sql(column: str) -> str:
