@@ -38,3 +38,9 @@ def test_dayofweek_and_date_add_answer_as_spark_does() -> None:
 
     # Spark: Tuesday is 3 (1 = Sunday); date_add returns a DATE.
     assert duckdb.connect().execute(duck).fetchone() == (3, dt.date(2026, 11, 11))
+
+
+def test_collect_over_only_nulls_is_an_empty_array_as_on_spark() -> None:
+    sql = "SELECT collect_set(x), size(collect_set(x)), collect_list(x) FROM (SELECT CAST(NULL AS STRING) AS x) t"
+    duck = compat_transforms(sqlglot.parse_one(sql, read="databricks")).sql("duckdb")
+    assert duckdb.connect().execute(duck).fetchone() == ([], 0, [])

@@ -183,14 +183,12 @@ class Bottlenecks(BaseModel):
 
 
 async def _rows(backend: SystemTables, limits: QueryLimits, sql: str, params: dict[str, Any], max_rows: int) -> list[dict[str, Any]]:
-    """Rows as dicts; a collect_set over only NULLs is NULL on DuckDB and [] on Spark: make it []."""
+    """Rows as dicts (collect_set over only NULLs is [] on every engine: see compat_transforms)."""
     result = await backend.execute(
         Statement(databricks_sql=sql, params=params), max_rows=max_rows, max_chars=limits.max_chars * 5,
         timeout_seconds=limits.timeout_seconds,
     )
-    lists = {c.name for c in result.columns if c.type.endswith("[]")}
-    return [{k: ([x for x in v if x is not None] if k in lists else v) if v is not None or k not in lists else []
-             for k, v in row.items()} for row in result.records()]
+    return result.records()
 
 
 async def _window(backend: SystemTables, table: str, column: str, since: str | None, until: str | None,
