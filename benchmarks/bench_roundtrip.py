@@ -1,9 +1,9 @@
 """Tool round trip: `run_query` of a one-row query over streamable HTTP against a bare echo tool on the same SDK.
 
-Both servers run as subprocesses on loopback and are called the same way, sequentially for latency (p50, p99) and
-from 16 concurrent clients for throughput. Prints ratios; the goal is <= 1.5x at p50 and p99.
+Both servers run as subprocesses on loopback and are called the same way: one call at a time in blocks that take
+turns, for latency (p50, p99), and from 16 concurrent clients for throughput. Prints ratios; the goal is <= 1.5x at p50 and p99.
 
-    python benchmarks/bench_roundtrip.py [--calls 300] [--concurrency 16]
+    python benchmarks/bench_roundtrip.py [--calls 1000] [--rounds 5] [--concurrency 16]
 """
 
 from __future__ import annotations
@@ -59,16 +59,24 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-async def latencies(url: str, tool: str, args: dict[str, Any], calls: int) -> list[float]:
-    async with connect_http(url) as client:
-        for _ in range(20):  # warm up
-            await client.call(tool, args)
-        out = []
-        for _ in range(calls):
-            started = time.perf_counter()
-            await client.call(tool, args)
-            out.append((time.perf_counter() - started) * 1000)
-        return out
+async def latencies(
+    echo_url: str, query_url: str, query_args: dict[str, Any], calls: int, rounds: int
+) -> tuple[list[float], list[float]]:
+    """Blocks of echo calls and run_query calls in turn, so slow drift of the machine's load hits both alike."""
+    async with connect_http(echo_url) as echo, connect_http(query_url) as query:
+        echo_ms: list[float] = []
+        query_ms: list[float] = []
+        per_round = max(1, calls // rounds)
+        for _ in range(rounds):
+            for client, tool, args, out in ((echo, "echo", {"value": 1}, echo_ms),
+                                            (query, "run_query", query_args, query_ms)):
+                for _ in range(20):  # warm up after the other server's block
+                    await client.call(tool, args)
+                for _ in range(per_round):
+                    started = time.perf_counter()
+                    await client.call(tool, args)
+                    out.append((time.perf_counter() - started) * 1000)
+        return echo_ms, query_ms
 
 
 async def throughput(url: str, tool: str, args: dict[str, Any], clients: int, calls_each: int) -> float:
@@ -91,7 +99,8 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--calls-each", type=int, default=25)
     opts = parser.parse_args()
@@ -117,8 +126,7 @@ def main() -> None:
         echo_url = f"http://127.0.0.1:{echo_port}/mcp"
         query_args = {"sql": "SELECT event_id FROM system.access.audit LIMIT 1", "limit": 1}
 
-        echo_lat = anyio.run(latencies, echo_url, "echo", {"value": 1}, opts.calls)
-        query_lat = anyio.run(latencies, query_url, "run_query", query_args, opts.calls)
+        echo_lat, query_lat = anyio.run(latencies, echo_url, query_url, query_args, opts.calls, opts.rounds)
         echo_tp = anyio.run(throughput, echo_url, "echo", {"value": 1}, opts.concurrency, opts.calls_each)
         query_tp = anyio.run(throughput, query_url, "run_query", query_args, opts.concurrency, opts.calls_each)
     finally:

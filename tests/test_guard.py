@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import anyio
 import duckdb
 import pytest
 from workspace_fixture import audit_rows, cluster_rows, query_rows
@@ -735,6 +736,20 @@ async def test_engine_interrupts_a_long_query(fixture_workspace: Path) -> None:
             await backend.execute(heavy, max_rows=10, max_chars=10_000, timeout_seconds=0.2)
         # The connection is still usable after the interrupt.
         after = await backend.execute(_statement("SELECT 42"), max_rows=1, max_chars=1000, timeout_seconds=5)
+        assert after.rows == [[42]]
+    finally:
+        await backend.close()
+
+
+async def test_a_cancelled_caller_stops_its_statement(fixture_workspace: Path) -> None:
+    backend = DuckDBSystemTables(fixture_workspace, workers=1)
+    heavy = _statement("SELECT sum(a.range * b.range) FROM range(1000000000) a, range(1000000000) b")
+    try:
+        with anyio.move_on_after(0.3) as scope:
+            await backend.execute(heavy, max_rows=10, max_chars=10_000, timeout_seconds=60)
+        assert scope.cancelled_caught
+        # One worker: the next statement can only run once the cancelled one (10^18 rows) was interrupted.
+        after = await backend.execute(_statement("SELECT 42"), max_rows=1, max_chars=1000, timeout_seconds=60)
         assert after.rows == [[42]]
     finally:
         await backend.close()

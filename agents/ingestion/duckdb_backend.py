@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from pathlib import Path
 from typing import Any
@@ -63,11 +66,20 @@ class DuckDBSystemTables:
 
     kind = "duckdb"
 
-    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+    def __init__(self, path: Path, *, threads: int | None = None, workers: int = 16) -> None:
         self.path = path
         self._threads = threads
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
+        self._workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._running: set[duckdb.DuckDBPyConnection] = set()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="insight-query")
+            return self._pool
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
@@ -78,11 +90,13 @@ class DuckDBSystemTables:
     def _run(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], max_rows: int,
              max_chars: int) -> QueryResult:
         started = time.perf_counter()
+        self._running.add(cursor)
         try:
             relation = cursor.execute(sql, params or None)
             description = relation.description or []
             raw = relation.fetchmany(max_rows + 1)
         finally:
+            self._running.discard(cursor)
             cursor.close()
         elapsed_ms = (time.perf_counter() - started) * 1000
         columns = [ColumnInfo(name=d[0], type=str(d[1])) for d in description]
@@ -106,36 +120,39 @@ class DuckDBSystemTables:
     async def execute(
         self, statement: Statement, *, max_rows: int, max_chars: int, timeout_seconds: float
     ) -> QueryResult:
-        """Run on a worker thread; an async deadline interrupts the cursor, so no timer thread per query."""
+        """Run on the backend's own threads; a loop timer interrupts the cursor at the deadline or on cancellation."""
         sql = statement.duckdb_sql or to_duckdb(statement.databricks_sql)
         cursor = self._connection().cursor()
+        loop = asyncio.get_running_loop()
         timed_out = False
 
-        async def watchdog() -> None:
-            nonlocal timed_out
-            await anyio.sleep(timeout_seconds)
-            timed_out = True
-            cursor.interrupt()
+        def interrupt() -> None:
+            with contextlib.suppress(duckdb.Error):  # the statement may have just finished and closed the cursor
+                cursor.interrupt()
 
-        result: QueryResult | None = None
-        error: duckdb.Error | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watchdog)
-            try:
-                result = await anyio.to_thread.run_sync(self._run, cursor, sql, statement.params, max_rows, max_chars)
-            except duckdb.Error as exc:  # kept out of the task group, which would wrap it in a group
-                error = exc
-            finally:
-                tg.cancel_scope.cancel()
-        if isinstance(error, duckdb.InterruptException) and timed_out:
-            raise QueryTimeout(
-                f"the query ran longer than {timeout_seconds:g} s and was stopped; narrow the time window "
-                "or aggregate more"
-            )
-        if error is not None:
-            raise BackendError(_engine_message(error))
-        assert result is not None
-        return result
+        def expire() -> None:
+            nonlocal timed_out
+            timed_out = True
+            interrupt()
+
+        deadline = loop.call_later(timeout_seconds, expire)
+        job = loop.run_in_executor(self._executor(), self._run, cursor, sql, statement.params, max_rows, max_chars)
+        try:
+            return await job
+        except asyncio.CancelledError:
+            interrupt()  # the caller went away: stop the statement rather than let it run on
+            raise
+        except duckdb.InterruptException:
+            if timed_out:
+                raise QueryTimeout(
+                    f"the query ran longer than {timeout_seconds:g} s and was stopped; narrow the time window "
+                    "or aggregate more"
+                ) from None
+            raise BackendError("the query was interrupted before it finished") from None
+        except duckdb.Error as exc:
+            raise BackendError(_engine_message(exc)) from None
+        finally:
+            deadline.cancel()
 
     def _stats(self, tables: list[str]) -> list[TableStats]:
         cursor = self._connection().cursor()
@@ -162,10 +179,17 @@ class DuckDBSystemTables:
         return await anyio.to_thread.run_sync(self._stats, tables)
 
     async def close(self) -> None:
+        """Stop running statements, let their threads finish, then close the connection."""
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            conn, pool, running = self._conn, self._pool, list(self._running)
+            self._conn, self._pool = None, None
+        for cursor in running:
+            with contextlib.suppress(duckdb.Error):
+                cursor.interrupt()
+        if pool is not None:
+            await anyio.to_thread.run_sync(pool.shutdown)
+        if conn is not None:
+            conn.close()
 
 
 def _engine_message(exc: duckdb.Error) -> str:
