@@ -2,6 +2,9 @@
 
 Steps: parse (databricks) -> guard -> portability lint -> bind parameters -> rename the `system` catalog ->
 compatibility transforms -> check every function against the engine -> EXPLAIN. A rule failing any step fails to load.
+
+A rule may read a shared rollup by its bare name. Its portable SQL then carries the rollup as a leading CTE, so it runs
+as written on any engine; the embedded engine instead builds each rollup once per run and points the rule at it.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from pydantic import BaseModel
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from insight_mcp.agents.security.model import ParamValue, Rule
+from insight_mcp.agents.security.model import ParamValue, Rollup, Rule
 from insight_mcp.agents.security.reference_lists import resolve_parameter
 from insight_mcp.agents.sql.dialect import CATALOG, compat_transforms
 from insight_mcp.agents.sql.guard import QueryRefused, check_functions, check_shape, check_tables
 
 RUNTIME_PARAMS = ("since", "until", "baseline_start")
+ROLLUP_PREFIX = "rollup_"
 REQUIRED_COLUMNS = ("principal", "workspace_id", "first_seen", "last_seen", "event_count", "evidence_ids")
 
 _LOOKAROUND = re.compile(r"\(\?[=!<]|\\[1-9]")
@@ -39,6 +43,104 @@ class CompiledRule(BaseModel):
     databricks_sql: str
     duckdb_sql: str
     tables: list[str]
+    rollups: list[str] = []
+
+
+class CompiledRollup(BaseModel):
+    """A rollup ready to build: its parsed Databricks SQL for rules to carry, and the DuckDB SQL the engine runs."""
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    rollup: Rollup
+    source: str
+    tree: exp.Expression
+    duckdb_sql: str
+
+
+def rollup_table(rollup_id: str) -> exp.Table:
+    """Where the embedded engine keeps a rollup for the length of a run."""
+    return exp.table_(f"{ROLLUP_PREFIX}{rollup_id}", db="main", catalog="memory")
+
+
+def _defined_ctes(tree: exp.Expression) -> set[str]:
+    return {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+
+
+def rollups_read(tree: exp.Expression, available: Iterable[str]) -> list[str]:
+    """Bare table names that are rollups and not the query's own CTEs, in the order they first appear."""
+    names, own, seen = set(available), _defined_ctes(tree), []
+    for table in tree.find_all(exp.Table):
+        name = table.name.lower()
+        if not table.db and not table.catalog and name in names and name not in own and name not in seen:
+            seen.append(name)
+    return seen
+
+
+def inject_rollups(tree: exp.Expression, rollups: Mapping[str, exp.Expression]) -> exp.Expression:
+    """Put each rollup in front of the query's own CTEs, so the SQL stands alone on any engine."""
+    tree = tree.copy()
+    if not rollups:
+        return tree
+    ctes = [exp.CTE(this=query.copy(), alias=exp.TableAlias(this=exp.to_identifier(name)))
+            for name, query in rollups.items()]
+    existing = tree.args.get("with_")
+    if isinstance(existing, exp.With):
+        existing.set("expressions", ctes + list(existing.expressions))
+    else:
+        tree.set("with_", exp.With(expressions=ctes))
+    return tree
+
+
+def point_at_rollups(tree: exp.Expression, names: Iterable[str]) -> exp.Expression:
+    """Read each named rollup from the table the engine built for this run."""
+    wanted, own = set(names), _defined_ctes(tree)
+
+    def swap(node: exp.Expression) -> exp.Expression:
+        if (isinstance(node, exp.Table) and not node.db and not node.catalog and node.name.lower() in wanted
+                and node.name.lower() not in own):
+            new = rollup_table(node.name.lower())
+            new.set("alias", node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(node.name.lower())))
+            for key in ("joins", "pivots", "laterals"):
+                if node.args.get(key) is not None:
+                    new.set(key, node.args[key])
+            return new
+        return node
+
+    return tree.transform(swap, copy=True)
+
+
+def compile_rollup(
+    rollup: Rollup,
+    source: str,
+    *,
+    allowed_tables: Iterable[str],
+    table_target: Callable[[str, str], exp.Table],
+    engine_functions: set[str],
+) -> CompiledRollup:
+    """The rule pipeline for a rollup: guard, portability lint, runtime parameters only, engine functions."""
+    try:
+        statements = sqlglot.parse(rollup.query, read="databricks")
+    except (ParseError, TokenError) as exc:
+        raise RuleCompileError(f"{source}: query is not valid Databricks SQL: {str(exc).splitlines()[0]}") from None
+    try:
+        tree = check_shape(statements)
+        check_functions(tree)
+        referenced = set(check_tables(tree, set(allowed_tables)))
+    except QueryRefused as exc:
+        raise RuleCompileError(f"{source}: query refused by the guard ({exc.rule}): {exc.detail}") from None
+    undeclared = referenced - set(rollup.tables)
+    if undeclared:
+        raise RuleCompileError(f"{source}: field 'tables' must list {', '.join(sorted(undeclared))}")
+    try:
+        _lint_portability(tree)
+        bound = bind_parameters(tree, {})
+    except ValueError as exc:
+        raise RuleCompileError(f"{source}: field 'query': {exc} (a rollup takes only {', '.join(RUNTIME_PARAMS)})") from None
+    duckdb_sql = sargable_pairs(compat_transforms(rename_tables(bound, table_target))).sql("duckdb")
+    unknown = called_functions(duckdb_sql) - engine_functions
+    if unknown:
+        raise RuleCompileError(f"{source}: field 'query' calls {', '.join(sorted(unknown))}, which DuckDB does not have")
+    return CompiledRollup(rollup=rollup, source=source, tree=bound, duckdb_sql=duckdb_sql)
 
 
 def _lint_portability(tree: exp.Expression) -> None:
@@ -162,6 +264,7 @@ def compile_rule(
     engine_functions: set[str],
     explain: Callable[[str], None] | None = None,
     folder: Path = Path("."),
+    rollups: Mapping[str, CompiledRollup] | None = None,
 ) -> CompiledRule:
     """Run every compile step; any failure raises RuleCompileError naming the file and what to change."""
     try:
@@ -169,7 +272,14 @@ def compile_rule(
     except (ParseError, TokenError) as exc:
         raise RuleCompileError(f"{source}: query is not valid Databricks SQL: {str(exc).splitlines()[0]}") from None
     try:
-        tree = check_shape(statements)
+        own = check_shape(statements)
+    except QueryRefused as exc:
+        raise RuleCompileError(f"{source}: query refused by the guard ({exc.rule}): {exc.detail}") from None
+    available = rollups or {}
+    read = rollups_read(own, available)
+    tree = inject_rollups(own, {name: available[name].tree for name in read})
+    try:
+        tree = check_shape([tree])
         check_functions(tree)
         referenced = set(check_tables(tree, set(allowed_tables)))
     except QueryRefused as exc:
@@ -198,7 +308,8 @@ def compile_rule(
     missing = [c for c in REQUIRED_COLUMNS if c not in outputs]
     if missing:
         raise RuleCompileError(f"{source}: field 'query' must return columns {', '.join(missing)}")
-    duck_tree = sargable_pairs(compat_transforms(rename_tables(bound, table_target)))
+    shared = point_at_rollups(bind_parameters(own, values), read) if read else bound
+    duck_tree = sargable_pairs(compat_transforms(rename_tables(shared, table_target)))
     duckdb_sql = duck_tree.sql("duckdb")
     unknown = called_functions(duckdb_sql) - engine_functions
     if unknown:
@@ -214,5 +325,5 @@ def compile_rule(
             raise RuleCompileError(f"{source}: field 'query' does not plan on DuckDB: {first[:300]}") from None
     return CompiledRule(
         rule=rule, source=source, databricks_sql=bound.sql("databricks"), duckdb_sql=duckdb_sql,
-        tables=sorted(referenced),
+        tables=sorted(referenced), rollups=read,
     )

@@ -20,7 +20,14 @@ from sqlglot import exp
 
 from insight_mcp.agents.ingestion.backend import BackendError, json_value
 from insight_mcp.agents.ingestion.catalog import TABLES, get_table
-from insight_mcp.agents.security.compiler import CompiledRule, RuleCompileError, compile_rule
+from insight_mcp.agents.security.compiler import (
+    CompiledRollup,
+    CompiledRule,
+    RuleCompileError,
+    compile_rollup,
+    compile_rule,
+    rollup_table,
+)
 from insight_mcp.agents.security.model import (
     SEVERITY_RANK,
     Evidence,
@@ -28,7 +35,7 @@ from insight_mcp.agents.security.model import (
     Rule,
     finding_id,
 )
-from insight_mcp.agents.security.rules import builtin_rule_dirs, load_rules
+from insight_mcp.agents.security.rules import builtin_rule_dirs, load_rollups, load_rules
 from insight_mcp.agents.settings import DetectionSettings, Suppression
 from insight_mcp.agents.sql.ipnet import in_networks, parse_networks
 
@@ -57,6 +64,7 @@ class DetectionRun(BaseModel):
     stats: list[RuleStat] = Field(default_factory=list)
     skipped: dict[str, str] = Field(default_factory=dict, description="Rules not run, and why.")
     slice_ms: float = 0.0
+    rollup_ms: float = Field(0.0, description="Time spent building the shared rollups the rules read.")
 
 
 def _open_engine(workspace: Path) -> duckdb.DuckDBPyConnection:
@@ -130,6 +138,7 @@ class DetectionEngine:
                 f"SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = '{WS}'"
             ).fetchall()
         }
+        self.rollups = self._compile_rollups(present, functions)
         self.skipped: dict[str, str] = {}
         for rule, path in chosen:
             missing = sorted(set(rule.tables) - present)
@@ -140,11 +149,41 @@ class DetectionEngine:
             self.rules[rule.id] = compile_rule(
                 rule, path.name, allowed_tables=TABLES.keys(), overrides=config.parameters.get(rule.id),
                 table_target=_table_target(self._sliced), engine_functions=functions, explain=self._explain,
-                folder=path.parent,
+                folder=path.parent, rollups=self.rollups,
             )
         unknown = (set(config.parameters) | set(config.disabled_rules)) - {r.id for r, _ in available}
         if unknown:
             raise RuleCompileError(f"detections config names unknown rules: {', '.join(sorted(unknown))}")
+
+    def _compile_rollups(self, present: set[str], functions: set[str]) -> dict[str, CompiledRollup]:
+        """Compile every rollup this workspace has the tables for, and make an empty table for rules to plan on."""
+        out: dict[str, CompiledRollup] = {}
+        for rollup, path in load_rollups():
+            if not set(rollup.tables) <= present:
+                continue  # rules reading it list the same tables and are skipped with the reason
+            compiled = compile_rollup(rollup, path.name, allowed_tables=TABLES.keys(),
+                                      table_target=_table_target(self._sliced), engine_functions=functions)
+            self._build_rollup(compiled, {"since": dt.datetime(2000, 1, 2), "until": dt.datetime(2000, 1, 2),
+                                          "baseline_start": dt.datetime(2000, 1, 2)})
+            out[rollup.id] = compiled
+        return out
+
+    def _build_rollup(self, compiled: CompiledRollup, params: dict[str, Any]) -> None:
+        used = {k: v for k, v in params.items() if f"${k}" in compiled.duckdb_sql}
+        target = rollup_table(compiled.rollup.id).sql("duckdb")
+        self._conn.execute(f"CREATE OR REPLACE TABLE {target} AS {compiled.duckdb_sql}", used or None)
+
+    def _build_rollups(self, names: set[str], params: dict[str, Any]) -> tuple[float, dict[str, str]]:
+        """Each rollup the chosen rules read, built once for this run's window and baseline; failures by name."""
+        started = time.perf_counter()
+        failed: dict[str, str] = {}
+        for name in sorted(names):
+            try:
+                self._build_rollup(self.rollups[name], params)
+            except duckdb.Error as exc:
+                failed[name] = str(exc).strip().splitlines()[0][:300]
+                log.warning("rollup_failed", rollup=name, error=failed[name])
+        return (time.perf_counter() - started) * 1000, failed
 
     def _explain(self, sql: str) -> None:
         cursor = self._conn.cursor()
@@ -233,10 +272,17 @@ class DetectionEngine:
         params = {"since": since, "until": until, "baseline_start": baseline_start}
         with self._lock:
             slice_ms = await anyio.to_thread.run_sync(self._fill_slices, baseline_start, until)
+            needed = {name for c in chosen for name in c.rollups}
+            rollup_ms, broken = await anyio.to_thread.run_sync(self._build_rollups, needed, params)
             limiter = anyio.CapacityLimiter(concurrency)
             results: list[tuple[CompiledRule, list[dict[str, Any]], RuleStat]] = []
 
             async def one(compiled: CompiledRule) -> None:
+                failed = next((name for name in compiled.rollups if name in broken), None)
+                if failed is not None:
+                    error = f"shared rollup {failed} could not be built: {broken[failed]}"
+                    results.append((compiled, [], RuleStat(rule_id=compiled.rule.id, ms=0.0, rows=0, error=error)))
+                    return
                 rows, stat = await anyio.to_thread.run_sync(self._run_one, compiled, params, limiter=limiter)
                 results.append((compiled, rows, stat))
 
@@ -262,7 +308,8 @@ class DetectionEngine:
         ordered = sorted(findings.values(), key=lambda f: (-SEVERITY_RANK[f.severity], f.first_seen, f.rule_id))
         stats = sorted((s for _, _, s in results), key=lambda s: -s.ms)
         return DetectionRun(since=since, until=until, findings=ordered, suppressed=suppressed, rules_run=len(chosen),
-                            stats=stats, skipped=self.skipped, slice_ms=round(slice_ms, 2))
+                            stats=stats, skipped=self.skipped, slice_ms=round(slice_ms, 2),
+                            rollup_ms=round(rollup_ms, 2))
 
     def _normalise(self, rule: Rule, row: dict[str, Any]) -> Finding | None:
         principal = row.get("principal")

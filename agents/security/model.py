@@ -41,6 +41,17 @@ class RuleParameter(BaseModel):
     expand: Literal["lines", "ipv4_prefix24", "domain_suffix_regex"] = "lines"
 
 
+class Rollup(BaseModel):
+    """A summary of raw events built once per run; rules that read it skip their own scan of the history."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{2,80}$", description="The bare table name rules read it by.")
+    description: str = Field(min_length=10)
+    tables: list[str] = Field(min_length=1)
+    query: str = Field(min_length=20, description="Databricks SQL; only :since, :until and :baseline_start.")
+
+
 class Rule(BaseModel):
     """One detection: metadata plus one query in the Databricks SQL dialect that returns finding rows.
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
 
-from insight_mcp.agents.security.model import Rule
+from insight_mcp.agents.security.model import Rollup, Rule
 
 SECURITY_RULES = Path(__file__).parent / "rules"
+ROLLUPS = Path(__file__).parent / "rollups"
+
+
+M = TypeVar("M", Rule, Rollup)
 
 
 class RuleFileError(ValueError):
@@ -23,8 +28,7 @@ def builtin_rule_dirs() -> list[Path]:
     return [SECURITY_RULES, NETWORK_RULES]
 
 
-def load_rule_file(path: Path) -> Rule:
-    """Read and validate one rule file."""
+def _read_mapping(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -33,15 +37,29 @@ def load_rule_file(path: Path) -> Rule:
         raise RuleFileError(f"{path}: cannot read: {exc.strerror}") from None
     if not isinstance(data, dict):
         raise RuleFileError(f"{path.name}: a rule file must hold a mapping of fields")
+    return data
+
+
+def _validated(model: type[M], path: Path) -> M:
     try:
-        rule = Rule.model_validate(data)
+        item = model.model_validate(_read_mapping(path))
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "(file)"
         raise RuleFileError(f"{path.name}: field '{field}': {err['msg']}") from None
-    if rule.id != path.stem:
-        raise RuleFileError(f"{path.name}: field 'id' is {rule.id!r} but the file must be named after it")
-    return rule
+    if item.id != path.stem:
+        raise RuleFileError(f"{path.name}: field 'id' is {item.id!r} but the file must be named after it")
+    return item
+
+
+def load_rule_file(path: Path) -> Rule:
+    """Read and validate one rule file."""
+    return _validated(Rule, path)
+
+
+def load_rollups(folder: Path = ROLLUPS) -> list[tuple[Rollup, Path]]:
+    """The shared rollups rules may read by name."""
+    return [(_validated(Rollup, path), path) for path in sorted(folder.glob("*.y*ml"))]
 
 
 def load_rules(folders: list[Path]) -> list[tuple[Rule, Path]]:
