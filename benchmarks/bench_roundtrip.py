@@ -1,7 +1,9 @@
 """Tool round trip: `run_query` of a one-row query over streamable HTTP against a bare echo tool on the same SDK.
 
 Both servers run as subprocesses on loopback and are called the same way: one call at a time in blocks that take
-turns, for latency (p50, p99), and from 16 concurrent clients for throughput. Prints ratios; the goal is <= 1.5x at p50 and p99.
+turns, for latency (p50, p99), and from 16 concurrent clients for throughput. Prints ratios; the goal is <= 1.5x at
+p50 and p99. The echo server also has a tool that runs the same statement bare on DuckDB (no guard, caps or fencing):
+the floor any DuckDB-backed tool pays, so the second ratio is what run_query itself adds.
 
     python benchmarks/bench_roundtrip.py [--calls 1000] [--rounds 5] [--concurrency 16]
 """
@@ -9,6 +11,7 @@ turns, for latency (p50, p99), and from 16 concurrent clients for throughput. Pr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -27,7 +30,7 @@ from insight_mcp.clients.client import connect_http
 from insight_mcp.clients.demo import free_port
 
 ECHO_SERVER = """
-import sys, uvicorn
+import sys, anyio, duckdb, uvicorn
 from pydantic import BaseModel
 from mcp.server import MCPServer
 from mcp_types import ToolAnnotations
@@ -35,12 +38,28 @@ from mcp_types import ToolAnnotations
 class Echo(BaseModel):
     value: int
 
+class Row(BaseModel):
+    value: str
+
 server = MCPServer("echo")
+conn = duckdb.connect(sys.argv[2], read_only=True)
 
 @server.tool(annotations=ToolAnnotations(readOnlyHint=True))
 async def echo(value: int) -> Echo:
     '''Return the value.'''
     return Echo(value=value)
+
+def _row() -> str:
+    cursor = conn.cursor()
+    try:
+        return cursor.execute("SELECT event_id FROM access.audit LIMIT 1").fetchone()[0]
+    finally:
+        cursor.close()
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def duckdb_row() -> Row:
+    '''The same one-row statement, bare: no guard, no limits, no fencing.'''
+    return Row(value=await anyio.to_thread.run_sync(_row))
 
 uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
@@ -59,24 +78,23 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-async def latencies(
-    echo_url: str, query_url: str, query_args: dict[str, Any], calls: int, rounds: int
-) -> tuple[list[float], list[float]]:
-    """Blocks of echo calls and run_query calls in turn, so slow drift of the machine's load hits both alike."""
-    async with connect_http(echo_url) as echo, connect_http(query_url) as query:
-        echo_ms: list[float] = []
-        query_ms: list[float] = []
+async def latencies(calls_by_name: dict[str, tuple[str, str, dict[str, Any]]], calls: int,
+                    rounds: int) -> dict[str, list[float]]:
+    """Blocks of calls to each tool in turn, so slow drift of the machine's load hits all of them alike."""
+    out: dict[str, list[float]] = {name: [] for name in calls_by_name}
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {name: await stack.enter_async_context(connect_http(url))
+                   for name, (url, _, _) in calls_by_name.items()}
         per_round = max(1, calls // rounds)
         for _ in range(rounds):
-            for client, tool, args, out in ((echo, "echo", {"value": 1}, echo_ms),
-                                            (query, "run_query", query_args, query_ms)):
-                for _ in range(20):  # warm up after the other server's block
-                    await client.call(tool, args)
+            for name, (_, tool, args) in calls_by_name.items():
+                for _ in range(20):  # warm up after the other servers' blocks
+                    await clients[name].call(tool, args)
                 for _ in range(per_round):
                     started = time.perf_counter()
-                    await client.call(tool, args)
-                    out.append((time.perf_counter() - started) * 1000)
-        return echo_ms, query_ms
+                    await clients[name].call(tool, args)
+                    out[name].append((time.perf_counter() - started) * 1000)
+    return out
 
 
 async def throughput(url: str, tool: str, args: dict[str, Any], clients: int, calls_each: int) -> float:
@@ -117,7 +135,7 @@ def main() -> None:
     exe = Path(sys.executable).with_name("insight-mcp")
     procs = [
         subprocess.Popen([str(exe), "serve", "--port", str(insight_port)], env=env),
-        subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(echo_port)], env=env),
+        subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(echo_port), str(workspace)], env=env),
     ]
     try:
         wait_ready(f"http://127.0.0.1:{insight_port}/health", procs[0])
@@ -126,7 +144,12 @@ def main() -> None:
         echo_url = f"http://127.0.0.1:{echo_port}/mcp"
         query_args = {"sql": "SELECT event_id FROM system.access.audit LIMIT 1", "limit": 1}
 
-        echo_lat, query_lat = anyio.run(latencies, echo_url, query_url, query_args, opts.calls, opts.rounds)
+        lat = anyio.run(latencies, {
+            "echo": (echo_url, "echo", {"value": 1}),
+            "bare duckdb": (echo_url, "duckdb_row", {}),
+            "run_query": (query_url, "run_query", query_args),
+        }, opts.calls, opts.rounds)
+        echo_lat, bare_lat, query_lat = lat["echo"], lat["bare duckdb"], lat["run_query"]
         echo_tp = anyio.run(throughput, echo_url, "echo", {"value": 1}, opts.concurrency, opts.calls_each)
         query_tp = anyio.run(throughput, query_url, "run_query", query_args, opts.concurrency, opts.calls_each)
     finally:
@@ -138,6 +161,11 @@ def main() -> None:
         e, r = pct(echo_lat, q), pct(query_lat, q)
         print(f"{name}: echo {e:.2f} ms, run_query {r:.2f} ms, ratio {r / e:.2f}x (goal <= 1.5x)")
     print(f"mean: echo {statistics.mean(echo_lat):.2f} ms, run_query {statistics.mean(query_lat):.2f} ms")
+    # The floor: the same statement run bare on DuckDB behind the same SDK, with no guard, caps or fencing.
+    for name, q in (("p50", 0.50), ("p99", 0.99)):
+        b, r = pct(bare_lat, q), pct(query_lat, q)
+        print(f"{name} against the bare statement: bare duckdb tool {b:.2f} ms ({b / pct(echo_lat, q):.2f}x echo), "
+              f"run_query {r / b:.2f}x that")
     print(f"throughput with {opts.concurrency} clients: echo {echo_tp:.0f} calls/s, run_query {query_tp:.0f} calls/s, "
           f"ratio {echo_tp / query_tp:.2f}x slower")
 
