@@ -21,8 +21,8 @@ import duckdb
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from insight_mcp.agents.security.engine import DetectionEngine  # noqa: E402
-from insight_mcp.agents.settings import DetectionSettings  # noqa: E402
+from insight_mcp.agents.security.engine import DetectionEngine
+from insight_mcp.agents.settings import DetectionSettings
 
 BASELINE = """
 SELECT user_identity.email, count(*), min(event_time), max(event_time), count(DISTINCT source_ip_address),

@@ -33,7 +33,8 @@ def baseline(path: Path, rows: int) -> float:
     con.execute(
         f"""INSERT INTO {spec.local_name}
         SELECT 'acc', (i % 3)::VARCHAR, '2.0', TIMESTAMP '2026-01-01' + to_seconds(i // 4),
-               DATE '2026-01-01' + (i // 345600)::INT, '10.0.' || (i % 250) || '.' || (i % 199), 'agent', 's' || (i % 1000),
+               DATE '2026-01-01' + (i // 345600)::INT, '10.0.' || (i % 250) || '.' || (i % 199), 'agent',
+               's' || (i % 1000),
                {{'email': 'u' || (i % 200) || '@x.com', 'subject_name': NULL}}, 'svc', 'act', 'r' || i,
                MAP {{'k': 'v'}}, {{'status_code': 200, 'error_message': NULL, 'result': NULL}}, 'WORKSPACE_LEVEL',
                md5(i::VARCHAR), {{'run_by': NULL, 'run_as': NULL, 'acting_resource': NULL}}

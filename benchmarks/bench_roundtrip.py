@@ -128,7 +128,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="insight-bench-"))
     workspace = tmp / "workspace.duckdb"
     generate_workspace(workspace, days=3, users=30, events_per_day=2_000)
-    env = {**os.environ, "INSIGHT_HOME": str(tmp), "INSIGHT_WORKSPACE_FILE": str(workspace), "INSIGHT_LOG_LEVEL": "warning"}
+    env = {**os.environ, "INSIGHT_HOME": str(tmp), "INSIGHT_WORKSPACE_FILE": str(workspace),
+           "INSIGHT_LOG_LEVEL": "warning"}
     env.pop("INSIGHT_API_TOKEN", None)
 
     insight_port, echo_port = free_port(), free_port()

@@ -201,7 +201,9 @@ def call(
     server: Annotated[str, typer.Argument(help="Server name, e.g. system-tables.")],
     tool: Annotated[str, typer.Argument(help="Tool name, e.g. run_query.")],
     args_json: Annotated[str, typer.Argument(help='Arguments as a JSON object, e.g. \'{"sql": "SELECT 1"}\'.')] = "{}",
-    url: Annotated[str | None, typer.Option(help="Base URL of a running `insight-mcp serve`; default in-process.")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Base URL of a running `insight-mcp serve`; default in-process.")
+    ] = None,
 ) -> None:
     """Call one tool and print its structured answer as JSON."""
     from insight_mcp.clients.client import (
@@ -242,8 +244,12 @@ def call(
 @app.command("detect")
 def detect(
     ctx: typer.Context,
-    since: Annotated[str | None, typer.Option(help="ISO date or timestamp; default 7 days before the latest event.")] = None,
-    until: Annotated[str | None, typer.Option(help="ISO date or timestamp (exclusive); default after the latest event.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="ISO date or timestamp; default 7 days before the latest event.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="ISO date or timestamp (exclusive); default after the latest event.")
+    ] = None,
     min_severity: Annotated[str, typer.Option(help="info, low, medium, high or critical.")] = "low",
     category: Annotated[list[str] | None, typer.Option(help="Only this category (repeatable).")] = None,
     rule: Annotated[list[str] | None, typer.Option(help="Only this rule id (repeatable).")] = None,
@@ -276,8 +282,9 @@ def detect(
         print_json([f.model_dump(mode="json") for f in result.findings])
         return
     grid = Table("severity", "category", "rule", "principal", "workspace", "first seen", "events",
-                 title=f"{len(result.findings)} findings, {result.since:%Y-%m-%d %H:%M} to {result.until:%Y-%m-%d %H:%M}"
-                 f" ({result.rules_run} rules, {result.suppressed} suppressed)")
+                 title=(f"{len(result.findings)} findings, "
+                        f"{result.since:%Y-%m-%d %H:%M} to {result.until:%Y-%m-%d %H:%M}"
+                        f" ({result.rules_run} rules, {result.suppressed} suppressed)"))
     for f in result.findings:
         grid.add_row(f.severity, f.category, f.rule_id, f.principal, f.workspace_id or "-",
                      f"{f.first_seen:%Y-%m-%d %H:%M}", str(f.event_count))

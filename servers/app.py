@@ -1,4 +1,4 @@
-"""One Starlette app that mounts every MCP server at /<name>/mcp, with Host/Origin checks, a bearer token and /health."""
+"""One Starlette app mounting every MCP server at /<name>/mcp, with Host/Origin checks, a bearer token and /health."""
 
 import contextlib
 import hmac

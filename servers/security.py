@@ -89,7 +89,9 @@ def build_security_server(settings: Settings, backend: SystemTables) -> MCPServe
     @guarded("run_detections")
     async def run_detections(
         since: Annotated[str | None, Field(description="ISO start; default 7 days before the latest event.")] = None,
-        until: Annotated[str | None, Field(description="ISO end (exclusive); default just after the latest event.")] = None,
+        until: Annotated[
+            str | None, Field(description="ISO end (exclusive); default just after the latest event.")
+        ] = None,
         categories: Annotated[list[str] | None, Field(description="Only these categories.")] = None,
         min_severity: SeverityArg = "low",
         workspace_id: Annotated[str | None, Field(description="Only findings in this workspace.")] = None,

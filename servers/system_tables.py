@@ -102,7 +102,9 @@ def build_system_tables_server(settings: Settings, backend: SystemTables | None 
     @guarded("audit_events")
     async def audit_events(
         since: Annotated[str | None, Field(description="ISO start; default 24 h before the latest event.")] = None,
-        until: Annotated[str | None, Field(description="ISO end (exclusive); default just after the latest event.")] = None,
+        until: Annotated[
+            str | None, Field(description="ISO end (exclusive); default just after the latest event.")
+        ] = None,
         principal: Annotated[str | None, Field(description="User email or service principal id.")] = None,
         service: Annotated[str | None, Field(description="service_name, e.g. accounts, secrets, unityCatalog.")] = None,
         action: Annotated[str | None, Field(description="action_name, e.g. login, getSecret.")] = None,

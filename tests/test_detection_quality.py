@@ -36,7 +36,8 @@ def _attack_ips(workspace: Path, labels: list[dict[str, Any]]) -> set[str]:
         rows = con.execute(
             "SELECT DISTINCT source_ip_address FROM access.audit WHERE lower(user_identity.email) = lower(?) "
             "AND event_time BETWEEN ? AND ?",
-            [label["principal"], label["first_seen"] - dt.timedelta(hours=1), label["last_seen"] + dt.timedelta(hours=1)],
+            [label["principal"], label["first_seen"] - dt.timedelta(hours=1),
+             label["last_seen"] + dt.timedelta(hours=1)],
         ).fetchall()
         ips |= {r[0] for r in rows if r[0]}
     con.close()
@@ -50,7 +51,8 @@ def _check(workspace: Path, labels: list[dict[str, Any]], findings: list[Finding
     assert not missed, f"labelled scenarios not found: {missed}"
     labelled = {lab["principal"].lower() for lab in labels} | _attack_ips(workspace, labels)
     false_alarms = sorted({(f.rule_id, f.principal, f.severity) for f in findings
-                           if f.principal.lower() not in labelled and SEVERITY_RANK[f.severity] >= SEVERITY_RANK["medium"]})
+                           if f.principal.lower() not in labelled
+                           and SEVERITY_RANK[f.severity] >= SEVERITY_RANK["medium"]})
     assert not false_alarms, f"benign principals with medium+ findings: {false_alarms}"
 
 

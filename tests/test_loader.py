@@ -587,7 +587,8 @@ def test_loading_into_a_new_workspace_creates_it(export: Path, tmp_path: Path) -
     assert count(workspace) == 6
     # Every catalog table exists, empty until loaded, so tools and rules can rely on them.
     assert query(
-        workspace, "SELECT count(*) FROM information_schema.tables WHERE table_schema IN ('access', 'compute', 'query', "
+        workspace,
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema IN ('access', 'compute', 'query', "
         "'billing')"
     ) == [(6,)]
     assert query(workspace, "SELECT count(*) FROM compute.clusters") == [(0,)]

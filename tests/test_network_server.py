@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rule_harness import build_workspace
 
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
 from insight_mcp.agents.network.analysis import ReferenceLists, classify_destination, classify_ip
 from insight_mcp.agents.settings import load_settings
 from insight_mcp.clients.client import ToolAnswer, ToolCallError, connect_in_process
 from insight_mcp.servers.network import build_network_server
-from rule_harness import build_workspace
 
 AUDIT = [
     {"t": "2026-11-10T08:00:00", "email": "ana.ruiz@corp.example", "ip": "198.51.100.20", "action": "login",

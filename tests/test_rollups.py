@@ -148,7 +148,7 @@ def test_a_rollup_may_use_only_the_run_parameters() -> None:
 def test_a_rollup_is_guarded_like_a_rule() -> None:
     rollup = Rollup(id="sneaky", description="reads a file instead of a table", tables=["system.access.audit"],
                     query="SELECT * FROM read_csv('/etc/passwd') WHERE 1 = 1")
-    with pytest.raises(RuleCompileError, match="sneaky.yaml: query refused by the guard"):
+    with pytest.raises(RuleCompileError, match=r"sneaky\.yaml: query refused by the guard"):
         compile_rollup(rollup, "sneaky.yaml", allowed_tables=TABLES.keys(),
                        table_target=lambda s, t: sqlglot.exp.table_(t, db=s, catalog=WS), engine_functions=set())
 
@@ -156,5 +156,5 @@ def test_a_rollup_is_guarded_like_a_rule() -> None:
 def test_a_bad_rollup_file_names_file_and_field(tmp_path: Path) -> None:
     (tmp_path / "short.yaml").write_text("id: short\ndescription: too short a query\ntables: [system.access.audit]\n"
                                          "query: SELECT 1\n")
-    with pytest.raises(RuleFileError, match="short.yaml: field 'query'"):
+    with pytest.raises(RuleFileError, match=r"short\.yaml: field 'query'"):
         load_rollups(tmp_path)

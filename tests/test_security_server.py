@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
+from rule_harness import build_workspace
 
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
 from insight_mcp.agents.security.compiler import RuleCompileError
@@ -16,7 +17,6 @@ from insight_mcp.agents.security.rules import RuleFileError
 from insight_mcp.agents.settings import DetectionSettings, Settings, load_settings
 from insight_mcp.clients.client import ToolAnswer, ToolCallError, connect_in_process
 from insight_mcp.servers.security import build_security_server
-from rule_harness import build_workspace
 
 SPRAY = {"t": "2026-11-10T10:00:00", "email": "dana.lee@corp.example", "ip": "203.0.113.9", "service": "accounts",
          "action": "login", "status": 401, "repeat": 25, "every_seconds": 20}

@@ -48,7 +48,7 @@ async def test_describe_table_gives_nested_types(client: OneShotClient) -> None:
 
 
 async def test_describe_unknown_table_lists_known_ones(client: OneShotClient) -> None:
-    with pytest.raises(ToolCallError, match="known tables: system.access.audit"):
+    with pytest.raises(ToolCallError, match=r"known tables: system\.access\.audit"):
         await client.call("describe_table", {"table": "system.access.nothing"})
 
 

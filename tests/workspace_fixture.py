@@ -82,7 +82,8 @@ def build_fixture_workspace(path: Path) -> Path:
             "{'email': ?, 'subject_name': NULL}, ?, ?, ?, CAST(json_transform(?, '{\"a\": \"VARCHAR\"}') AS VARCHAR),"
             " NULL, 'WORKSPACE_LEVEL', ?)".replace(
                 "CAST(json_transform(?, '{\"a\": \"VARCHAR\"}') AS VARCHAR)", "MAP(?, ?)"
-            ).replace("NULL, 'WORKSPACE_LEVEL'", "{'status_code': ?, 'error_message': ?, 'result': NULL}, 'WORKSPACE_LEVEL'"),
+            ).replace("NULL, 'WORKSPACE_LEVEL'",
+                      "{'status_code': ?, 'error_message': ?, 'result': NULL}, 'WORKSPACE_LEVEL'"),
             [r["account_id"], r["workspace_id"], r["version"], r["event_time"], r["event_time"],
              r["source_ip_address"], r["user_agent"], r["session_id"], r["email"], r["service_name"],
              r["action_name"], r["request_id"], list(r["params"]), list(r["params"].values()),

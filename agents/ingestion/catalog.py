@@ -1,4 +1,4 @@
-"""The Databricks system tables we mirror, with their real column layouts: the one source for loader, generator, guard and describe_table."""
+"""The Databricks system tables we mirror, with their real layouts: one source for loader, generator, guard, tools."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 

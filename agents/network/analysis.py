@@ -60,7 +60,8 @@ def classify_ip(value: str | None, trusted: list[str], lists: ReferenceLists) ->
         return "private"
     if any(address in net for net in parse_networks(tuple(trusted))):
         return "trusted"
-    if address.version == 4 and (value in lists.anonymizer_prefixes or value.rsplit(".", 1)[0] in lists.anonymizer_prefixes):
+    prefixes = lists.anonymizer_prefixes
+    if address.version == 4 and (value in prefixes or value.rsplit(".", 1)[0] in prefixes):
         return "anonymizer"
     return "public"
 
@@ -182,7 +183,9 @@ class Bottlenecks(BaseModel):
 # --- questions ------------------------------------------------------------------------------------
 
 
-async def _rows(backend: SystemTables, limits: QueryLimits, sql: str, params: dict[str, Any], max_rows: int) -> list[dict[str, Any]]:
+async def _rows(
+    backend: SystemTables, limits: QueryLimits, sql: str, params: dict[str, Any], max_rows: int
+) -> list[dict[str, Any]]:
     """Rows as dicts (collect_set over only NULLs is [] on every engine: see compat_transforms)."""
     result = await backend.execute(
         Statement(databricks_sql=sql, params=params), max_rows=max_rows, max_chars=limits.max_chars * 5,

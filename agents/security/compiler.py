@@ -135,11 +135,13 @@ def compile_rollup(
         _lint_portability(tree)
         bound = bind_parameters(tree, {})
     except ValueError as exc:
-        raise RuleCompileError(f"{source}: field 'query': {exc} (a rollup takes only {', '.join(RUNTIME_PARAMS)})") from None
+        only = ", ".join(RUNTIME_PARAMS)
+        raise RuleCompileError(f"{source}: field 'query': {exc} (a rollup takes only {only})") from None
     duckdb_sql = sargable_pairs(compat_transforms(rename_tables(bound, table_target))).sql("duckdb")
     unknown = called_functions(duckdb_sql) - engine_functions
     if unknown:
-        raise RuleCompileError(f"{source}: field 'query' calls {', '.join(sorted(unknown))}, which DuckDB does not have")
+        names = ", ".join(sorted(unknown))
+        raise RuleCompileError(f"{source}: field 'query' calls {names}, which DuckDB does not have")
     return CompiledRollup(rollup=rollup, source=source, tree=bound, duckdb_sql=duckdb_sql)
 
 
@@ -154,14 +156,17 @@ def _lint_portability(tree: exp.Expression) -> None:
         if name == "array_distinct" or type(node).__name__ == "ArrayDistinct":
             raise ValueError("array_distinct drops NULLs and order on DuckDB: use size(collect_set(...))")
         if isinstance(node, exp.Exists) and not isinstance(node.this, (exp.Select, exp.Subquery, exp.SetOperation)):
-            raise ValueError("exists(array, x -> ...) loses its lambda on DuckDB: use size(filter(array, x -> ...)) > 0")
+            raise ValueError(
+                "exists(array, x -> ...) loses its lambda on DuckDB: use size(filter(array, x -> ...)) > 0"
+            )
         if name in {"forall", "aggregate"}:
             raise ValueError(f"{name}() does not translate to DuckDB: use size(filter(...)) comparisons")
         if isinstance(node, exp.StrToUnix):
             raise ValueError("unix_timestamp(col) does not transpile: use unix_seconds(col)")
         if isinstance(node, exp.Filter) and isinstance(node.this, exp.ArrayUniqueAgg):
             raise ValueError("collect_set(x) FILTER (WHERE ...) transpiles to a doubled FILTER: use CASE WHEN")
-        if isinstance(node, exp.Div) and isinstance(node.expression, exp.Literal) and node.expression.this in {"0", "0.0"}:
+        divisor = node.expression if isinstance(node, exp.Div) else None
+        if isinstance(divisor, exp.Literal) and divisor.this in {"0", "0.0"}:
             raise ValueError("division by zero errors under Spark ANSI and gives inf on DuckDB: use try_divide")
         if isinstance(node, (exp.RegexpLike, exp.RegexpExtract, exp.RegexpReplace, exp.RegexpSplit)):
             pattern = node.expression if not isinstance(node, exp.RegexpReplace) else node.args.get("expression")

@@ -125,7 +125,8 @@ class DetectionEngine:
         self._sliced = set(sliced_tables)
         folders = builtin_rule_dirs() + ([config.rules_dir] if config.rules_dir else [])
         self.rules: dict[str, CompiledRule] = {}
-        functions = {r[0].lower() for r in self._conn.execute("SELECT function_name FROM duckdb_functions()").fetchall()}
+        listed = self._conn.execute("SELECT function_name FROM duckdb_functions()").fetchall()
+        functions = {r[0].lower() for r in listed}
         wanted = set(only) if only is not None else None
         available = load_rules(folders)
         chosen = [(rule, path) for rule, path in available

@@ -126,7 +126,9 @@ class Finding(BaseModel):
     threat_model: str
 
 
-def finding_id(rule_id: str, principal: str, workspace_id: str | None, first_seen: dt.datetime, window_hours: int) -> str:
+def finding_id(
+    rule_id: str, principal: str, workspace_id: str | None, first_seen: dt.datetime, window_hours: int
+) -> str:
     """Same rule, principal, workspace and dedup window: same id, so re-runs and overlaps collapse."""
     bucket = int(first_seen.timestamp() // (window_hours * 3600))
     raw = f"{rule_id}|{principal.lower()}|{workspace_id or ''}|{bucket}"

@@ -35,7 +35,8 @@ _FORBIDDEN_FUNCTIONS = frozenset(
     {
         "read_files", "read_csv", "read_csv_auto", "read_parquet", "parquet_scan", "read_json", "read_json_auto",
         "read_json_objects", "read_ndjson", "read_ndjson_auto", "read_ndjson_objects", "read_text", "read_blob",
-        "read_xlsx", "read_kafka", "read_pubsub", "read_kinesis", "read_statestore", "read_pulsar", "read_state_metadata",
+        "read_xlsx", "read_kafka", "read_pubsub", "read_kinesis", "read_statestore", "read_pulsar",
+        "read_state_metadata",
         "csv_scan", "json_scan", "glob", "getenv", "current_setting", "query", "query_table", "sql_auto_complete",
         "which_secret", "load_aws_credentials", "http_request", "ai_query", "ai_gen", "reflect", "java_method",
         "secret", "try_secret", "session_user_secret", "iceberg_scan", "delta_scan", "sqlite_scan", "postgres_scan",
