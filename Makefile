@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(BIN)/insight-mcp demo
 
 test: $(STAMP)
+	$(BIN)/ruff check agents servers supervisor clients tests benchmarks
 	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
 test-all: $(STAMP)
