@@ -110,12 +110,15 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("rule_id", READERS)
-def test_portable_sql_answers_like_the_shared_rollup_on_a_generated_estate(
-    tmp_path: Path, estate: Path, rule_id: str
-) -> None:
+def test_portable_sql_answers_like_the_shared_rollup_on_a_generated_estate(tmp_path: Path, estate: Path) -> None:
     until = dt.datetime(2026, 11, 1)
-    _compare(estate, rule_id, until - dt.timedelta(days=7), until, tmp_path)
+    agreed = {}
+    for rule_id in READERS:
+        folder = tmp_path / rule_id
+        folder.mkdir()
+        agreed[rule_id] = _compare(estate, rule_id, until - dt.timedelta(days=7), until, folder)
+    # The estate's session-hijacking and token-abuse scenarios give the IP-history rules findings to agree on.
+    assert agreed["session_multiple_public_ips"] >= 1 and agreed["first_seen_public_ip"] >= 2, agreed
 
 
 def test_the_portable_sql_defines_the_rollup_before_the_rule_uses_it() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlglot
 from pydantic import BaseModel
@@ -26,6 +26,7 @@ from insight_mcp.agents.sql.guard import QueryRefused, check_functions, check_sh
 
 RUNTIME_PARAMS = ("since", "until", "baseline_start")
 ROLLUP_PREFIX = "rollup_"
+T = TypeVar("T")
 REQUIRED_COLUMNS = ("principal", "workspace_id", "first_seen", "last_seen", "event_count", "evidence_ids")
 
 _LOOKAROUND = re.compile(r"\(\?[=!<]|\\[1-9]")
@@ -109,6 +110,49 @@ def point_at_rollups(tree: exp.Expression, names: Iterable[str]) -> exp.Expressi
     return tree.transform(swap, copy=True)
 
 
+def _parse(query: str, source: str) -> exp.Expression:
+    """Parse one statement in the Databricks dialect and check its shape."""
+    try:
+        statements = sqlglot.parse(query, read="databricks")
+    except (ParseError, TokenError) as exc:
+        raise RuleCompileError(f"{source}: query is not valid Databricks SQL: {str(exc).splitlines()[0]}") from None
+    return _guarded(source, lambda: check_shape(statements))
+
+
+def _guarded(source: str, step: Callable[[], T]) -> T:
+    try:
+        return step()
+    except QueryRefused as exc:
+        raise RuleCompileError(f"{source}: query refused by the guard ({exc.rule}): {exc.detail}") from None
+
+
+def _guard(tree: exp.Expression, source: str, allowed_tables: Iterable[str], declared: list[str]) -> list[str]:
+    """The run_query guard, then every table read must be declared in the file's `tables`."""
+
+    def check() -> set[str]:
+        check_functions(tree)
+        return set(check_tables(tree, set(allowed_tables)))
+
+    referenced = _guarded(source, check)
+    undeclared = referenced - set(declared)
+    if undeclared:
+        raise RuleCompileError(f"{source}: field 'tables' must list {', '.join(sorted(undeclared))}")
+    return sorted(referenced)
+
+
+def _engine_sql(tree: exp.Expression, source: str, table_target: Callable[[str, str], exp.Table],
+                engine_functions: set[str]) -> str:
+    """DuckDB SQL with the catalog renamed and compatibility transforms; every function must exist there."""
+    duckdb_sql = sargable_pairs(compat_transforms(rename_tables(tree, table_target))).sql("duckdb")
+    unknown = called_functions(duckdb_sql) - engine_functions
+    if unknown:
+        raise RuleCompileError(
+            f"{source}: field 'query' calls {', '.join(sorted(unknown))}, which DuckDB does not have "
+            "(sqlglot passed it through untranslated)"
+        )
+    return duckdb_sql
+
+
 def compile_rollup(
     rollup: Rollup,
     source: str,
@@ -118,30 +162,15 @@ def compile_rollup(
     engine_functions: set[str],
 ) -> CompiledRollup:
     """The rule pipeline for a rollup: guard, portability lint, runtime parameters only, engine functions."""
-    try:
-        statements = sqlglot.parse(rollup.query, read="databricks")
-    except (ParseError, TokenError) as exc:
-        raise RuleCompileError(f"{source}: query is not valid Databricks SQL: {str(exc).splitlines()[0]}") from None
-    try:
-        tree = check_shape(statements)
-        check_functions(tree)
-        referenced = set(check_tables(tree, set(allowed_tables)))
-    except QueryRefused as exc:
-        raise RuleCompileError(f"{source}: query refused by the guard ({exc.rule}): {exc.detail}") from None
-    undeclared = referenced - set(rollup.tables)
-    if undeclared:
-        raise RuleCompileError(f"{source}: field 'tables' must list {', '.join(sorted(undeclared))}")
+    tree = _parse(rollup.query, source)
+    _guard(tree, source, allowed_tables, rollup.tables)
     try:
         _lint_portability(tree)
         bound = bind_parameters(tree, {})
     except ValueError as exc:
         only = ", ".join(RUNTIME_PARAMS)
         raise RuleCompileError(f"{source}: field 'query': {exc} (a rollup takes only {only})") from None
-    duckdb_sql = sargable_pairs(compat_transforms(rename_tables(bound, table_target))).sql("duckdb")
-    unknown = called_functions(duckdb_sql) - engine_functions
-    if unknown:
-        names = ", ".join(sorted(unknown))
-        raise RuleCompileError(f"{source}: field 'query' calls {names}, which DuckDB does not have")
+    duckdb_sql = _engine_sql(bound, source, table_target, engine_functions)
     return CompiledRollup(rollup=rollup, source=source, tree=bound, duckdb_sql=duckdb_sql)
 
 
@@ -272,26 +301,11 @@ def compile_rule(
     rollups: Mapping[str, CompiledRollup] | None = None,
 ) -> CompiledRule:
     """Run every compile step; any failure raises RuleCompileError naming the file and what to change."""
-    try:
-        statements = sqlglot.parse(rule.query, read="databricks")
-    except (ParseError, TokenError) as exc:
-        raise RuleCompileError(f"{source}: query is not valid Databricks SQL: {str(exc).splitlines()[0]}") from None
-    try:
-        own = check_shape(statements)
-    except QueryRefused as exc:
-        raise RuleCompileError(f"{source}: query refused by the guard ({exc.rule}): {exc.detail}") from None
+    own = _parse(rule.query, source)
     available = rollups or {}
     read = rollups_read(own, available)
     tree = inject_rollups(own, {name: available[name].tree for name in read})
-    try:
-        tree = check_shape([tree])
-        check_functions(tree)
-        referenced = set(check_tables(tree, set(allowed_tables)))
-    except QueryRefused as exc:
-        raise RuleCompileError(f"{source}: query refused by the guard ({exc.rule}): {exc.detail}") from None
-    undeclared = referenced - set(rule.tables)
-    if undeclared:
-        raise RuleCompileError(f"{source}: field 'tables' must list {', '.join(sorted(undeclared))}")
+    referenced = _guard(tree, source, allowed_tables, rule.tables)
     try:
         values: dict[str, Any] = {
             name: resolve_parameter(p, folder, source) for name, p in rule.parameters.items()
@@ -314,14 +328,7 @@ def compile_rule(
     if missing:
         raise RuleCompileError(f"{source}: field 'query' must return columns {', '.join(missing)}")
     shared = point_at_rollups(bind_parameters(own, values), read) if read else bound
-    duck_tree = sargable_pairs(compat_transforms(rename_tables(shared, table_target)))
-    duckdb_sql = duck_tree.sql("duckdb")
-    unknown = called_functions(duckdb_sql) - engine_functions
-    if unknown:
-        raise RuleCompileError(
-            f"{source}: field 'query' calls {', '.join(sorted(unknown))}, which DuckDB does not have "
-            "(sqlglot passed it through untranslated)"
-        )
+    duckdb_sql = _engine_sql(shared, source, table_target, engine_functions)
     if explain is not None:
         try:
             explain(duckdb_sql)
@@ -330,5 +337,5 @@ def compile_rule(
             raise RuleCompileError(f"{source}: field 'query' does not plan on DuckDB: {first[:300]}") from None
     return CompiledRule(
         rule=rule, source=source, databricks_sql=bound.sql("databricks"), duckdb_sql=duckdb_sql,
-        tables=sorted(referenced), rollups=read,
+        tables=referenced, rollups=read,
     )
