@@ -90,13 +90,15 @@ class DuckDBSystemTables:
     def _run(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], max_rows: int,
              max_chars: int) -> QueryResult:
         started = time.perf_counter()
-        self._running.add(cursor)
+        with self._lock:
+            self._running.add(cursor)
         try:
             relation = cursor.execute(sql, params or None)
             description = relation.description or []
             raw = relation.fetchmany(max_rows + 1)
         finally:
-            self._running.discard(cursor)
+            with self._lock:
+                self._running.discard(cursor)
             cursor.close()
         elapsed_ms = (time.perf_counter() - started) * 1000
         columns = [ColumnInfo(name=d[0], type=str(d[1])) for d in description]
