@@ -67,6 +67,13 @@ class DetectionRun(BaseModel):
     rollup_ms: float = Field(0.0, description="Time spent building the shared rollups the rules read.")
 
 
+def baseline_start(since: dt.datetime, days: int) -> dt.datetime:
+    """Where a rule's history starts: `days` whole days before the window's first day, whatever runs beside it."""
+    if days <= 0:
+        return since
+    return since.replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=days)
+
+
 def _open_engine(workspace: Path) -> duckdb.DuckDBPyConnection:
     """In-memory scratch for shared slices, the workspace attached read-only, then locked."""
     if not workspace.exists():
@@ -174,11 +181,11 @@ class DetectionEngine:
         target = rollup_table(compiled.rollup.id).sql("duckdb")
         self._conn.execute(f"CREATE OR REPLACE TABLE {target} AS {compiled.duckdb_sql}", used or None)
 
-    def _build_rollups(self, names: set[str], params: dict[str, Any]) -> tuple[float, dict[str, str]]:
-        """Each rollup the chosen rules read, built once for this run's window and baseline; failures by name."""
+    def _build_rollups(self, needed: dict[str, dict[str, Any]]) -> tuple[float, dict[str, str]]:
+        """Each rollup the chosen rules read, built once for this run with its parameters; failures by name."""
         started = time.perf_counter()
         failed: dict[str, str] = {}
-        for name in sorted(names):
+        for name, params in sorted(needed.items()):
             try:
                 self._build_rollup(self.rollups[name], params)
             except duckdb.Error as exc:
@@ -268,13 +275,19 @@ class DetectionEngine:
         if since >= until:
             raise ValueError("since must be earlier than until")
         chosen = self.select(rule_ids=rule_ids, categories=categories)
-        baseline_days = max((c.rule.baseline_days for c in chosen), default=0)
-        baseline_start = since - dt.timedelta(days=baseline_days)
-        params = {"since": since, "until": until, "baseline_start": baseline_start}
+        params = {c.rule.id: {"since": since, "until": until,
+                              "baseline_start": baseline_start(since, c.rule.baseline_days)} for c in chosen}
+        earliest = min((p["baseline_start"] for p in params.values()), default=since)
+        # A rollup covers the longest history among the rules reading it; each rule then filters its own start.
+        needed: dict[str, dict[str, Any]] = {}
+        for c in chosen:
+            for name in c.rollups:
+                start = params[c.rule.id]["baseline_start"]
+                if name not in needed or start < needed[name]["baseline_start"]:
+                    needed[name] = {"since": since, "until": until, "baseline_start": start}
         with self._lock:
-            slice_ms = await anyio.to_thread.run_sync(self._fill_slices, baseline_start, until)
-            needed = {name for c in chosen for name in c.rollups}
-            rollup_ms, broken = await anyio.to_thread.run_sync(self._build_rollups, needed, params)
+            slice_ms = await anyio.to_thread.run_sync(self._fill_slices, earliest, until)
+            rollup_ms, broken = await anyio.to_thread.run_sync(self._build_rollups, needed)
             limiter = anyio.CapacityLimiter(concurrency)
             results: list[tuple[CompiledRule, list[dict[str, Any]], RuleStat]] = []
 
@@ -284,7 +297,8 @@ class DetectionEngine:
                     error = f"shared rollup {failed} could not be built: {broken[failed]}"
                     results.append((compiled, [], RuleStat(rule_id=compiled.rule.id, ms=0.0, rows=0, error=error)))
                     return
-                rows, stat = await anyio.to_thread.run_sync(self._run_one, compiled, params, limiter=limiter)
+                rows, stat = await anyio.to_thread.run_sync(self._run_one, compiled, params[compiled.rule.id],
+                                                            limiter=limiter)
                 results.append((compiled, rows, stat))
 
             async with anyio.create_task_group() as tg:
