@@ -178,7 +178,8 @@ class DuckDBSystemTables:
             cursor.close()
 
     async def table_stats(self, tables: list[str]) -> list[TableStats]:
-        return await anyio.to_thread.run_sync(self._stats, tables)
+        """On the backend's own threads, like every statement, so close() waits for it too."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), self._stats, tables)
 
     async def close(self) -> None:
         """Stop running statements, let their threads finish, then close the connection."""
