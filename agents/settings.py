@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class SettingsError(ValueError):
@@ -69,7 +70,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=1, le=65535)
     api_token: SecretStr | None = Field(None, description="Bearer token required by `serve` when set.")
-    allowed_origins: list[str] = Field(default_factory=list, description="Extra Origins allowed over HTTP.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names clients may address the HTTP server by, beyond loopback: comma-separated "
+                    "patterns such as insight.corp.example:* or *.example.com.",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra browser Origins allowed over HTTP, e.g. https://*.example.com."
+    )
 
     mlflow_tracking_uri: str | None = None
     lm_model: str | None = Field(None, description="LiteLLM model name, e.g. openai/gpt-4o-mini.")
@@ -77,6 +85,20 @@ class Settings(BaseSettings):
     lm_api_key: SecretStr | None = None
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """Accept `a,b` as well as a JSON array or a YAML list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError("give a JSON array of strings or comma-separated values") from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @field_validator("home", "workspace_file", mode="after")
     @classmethod

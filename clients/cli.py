@@ -189,10 +189,12 @@ def serve(
         fail("--transport must be http or stdio")
     import uvicorn
 
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_token is None:
-        err.print("[yellow]warning:[/] serving beyond loopback without INSIGHT_API_TOKEN: anyone who can reach "
-                  "this port can call the tools")
-    uvicorn.run(build_app(settings, names), host=settings.host, port=settings.port, log_level="warning")
+    try:
+        http_app = build_app(settings, names)
+    except SettingsError as exc:
+        fail(str(exc))
+    # Open SSE streams would hold a graceful shutdown forever; clients resume them with Last-Event-ID.
+    uvicorn.run(http_app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=5)
 
 
 @app.command("call")

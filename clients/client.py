@@ -11,6 +11,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server import MCPServer
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from pydantic import BaseModel
 
 
@@ -74,8 +75,13 @@ class InsightClient:
         return [t.name for t in (await self._client.list_tools()).tools]
 
     async def call(self, tool: str, arguments: dict[str, Any] | None = None) -> ToolAnswer:
-        """Call a tool; raise ToolCallError when it reports an error."""
-        result = await self._client.call_tool(tool, arguments or {})
+        """Call a tool; raise ToolCallError when it reports an error or the server knows no such tool."""
+        try:
+            result = await self._client.call_tool(tool, arguments or {})
+        except MCPError as exc:
+            if exc.code == INVALID_PARAMS:
+                raise ToolCallError(tool, exc.message) from None
+            raise
         text = "\n".join(getattr(block, "text", "") for block in result.content)
         if result.is_error:
             raise ToolCallError(tool, text.removeprefix(f"Error executing tool {tool}: "))
@@ -93,11 +99,13 @@ def server_url(base_url: str, server: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def connect_http(url: str, *, token: str | None = None, timeout: float = 300.0) -> AsyncIterator[InsightClient]:
-    """Connect over streamable HTTP, sending the bearer token when one is given."""
+async def connect_http(
+    url: str, *, token: str | None = None, timeout: float = 300.0, headers: dict[str, str] | None = None
+) -> AsyncIterator[InsightClient]:
+    """Connect over streamable HTTP, sending the bearer token when one is given, and any extra headers."""
     import httpx2
 
-    headers = {"Authorization": f"Bearer {token}"} if token else None
+    headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})} or None
     http = create_mcp_http_client(headers=headers, timeout=httpx2.Timeout(30.0, read=timeout))
     connected = False
     try:

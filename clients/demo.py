@@ -107,7 +107,8 @@ def run_demo(settings: Settings, console: Console) -> None:
         console.print(f"using the workspace at {settings.workspace_path}")
     port = free_port()
     demo_settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
-    server = uvicorn.Server(uvicorn.Config(build_app(demo_settings), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(build_app(demo_settings), host="127.0.0.1", port=port, log_level="warning",
+                                          timeout_graceful_shutdown=5))
     base_url = f"http://127.0.0.1:{port}"
 
     async def main() -> None:

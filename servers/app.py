@@ -9,7 +9,6 @@ from typing import Any
 
 import duckdb
 import structlog
-from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,13 +20,18 @@ from insight_mcp.agents.ingestion.backend import SystemTables
 from insight_mcp.agents.ingestion.engines import build_backend
 from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.version import VERSION
+from insight_mcp.servers.event_store import SessionEventStore, give_each_session_its_own_store
+from insight_mcp.servers.hosts import HostOriginMiddleware, allowed_hosts, allowed_origins, check_exposure
 from insight_mcp.servers.network import build_network_server
 from insight_mcp.servers.security import build_security_server
 from insight_mcp.servers.system_tables import build_system_tables_server
+from insight_mcp.servers.toolset import InsightServer
 
 log = structlog.get_logger("insight_mcp.app")
 
-ServerFactory = Callable[[Settings, SystemTables], MCPServer]
+RETRY_MS = 1000  # how soon a client whose SSE stream dropped should reconnect with Last-Event-ID
+
+ServerFactory = Callable[[Settings, SystemTables], InsightServer]
 
 # Every capability, by the name it is mounted and served under.
 SERVER_FACTORIES: dict[str, ServerFactory] = {
@@ -36,21 +40,7 @@ SERVER_FACTORIES: dict[str, ServerFactory] = {
     "network": build_network_server,
 }
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
-
-
-def transport_security(settings: Settings) -> TransportSecuritySettings:
-    """Allow only this server's own host names and local origins, plus configured extra origins."""
-    hosts = [f"{h}:*" for h in LOCAL_HOSTS] + list(LOCAL_HOSTS)
-    if settings.host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
-        hosts += [settings.host, f"{settings.host}:*"]
-    origins = [f"http://{h}:*" for h in LOCAL_HOSTS] + [f"http://{h}" for h in LOCAL_HOSTS]
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins + settings.allowed_origins
-    )
-
-
-def build_servers(settings: Settings, names: list[str] | None = None) -> dict[str, MCPServer]:
+def build_servers(settings: Settings, names: list[str] | None = None) -> dict[str, InsightServer]:
     """Build the named servers (all by default) over one shared backend."""
     backend = build_backend(settings)
     chosen = names or list(SERVER_FACTORIES)
@@ -100,13 +90,17 @@ def _versions() -> dict[str, str]:
 
 def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:
     """The HTTP app: each server at /<name>/mcp, /health, all behind Host/Origin checks and the token."""
+    check_exposure(settings)
     servers = build_servers(settings, names)
-    security = transport_security(settings)
+    # Host and Origin are checked once, for every route, by HostOriginMiddleware; the SDK still checks Content-Type.
+    security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
     mounts: list[Any] = []
     for name, server in servers.items():
         sub = server.streamable_http_app(
-            streamable_http_path="/mcp", transport_security=security, host=settings.host
+            streamable_http_path="/mcp", transport_security=security, host=settings.host,
+            event_store=SessionEventStore(), retry_interval=RETRY_MS,
         )
+        give_each_session_its_own_store(server.session_manager)
         mounts.append(Mount(f"/{name}", app=sub))
 
     async def health(request: Request) -> Response:
@@ -133,4 +127,5 @@ def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:
     app = Starlette(routes=[Route("/health", health), *mounts], lifespan=lifespan)
     if settings.api_token is not None:
         app.add_middleware(BearerTokenMiddleware, token=settings.api_token.get_secret_value())
+    app.add_middleware(HostOriginMiddleware, hosts=allowed_hosts(settings), origins=allowed_origins(settings))
     return app

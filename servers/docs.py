@@ -9,29 +9,7 @@ import anyio
 from mcp.server import MCPServer
 
 from insight_mcp.agents.settings import load_settings
-
-EXAMPLES: dict[str, dict[str, Any]] = {
-    "describe_table": {"table": "system.access.audit"},
-    "run_query": {
-        "sql": "SELECT action_name, count(*) AS n FROM system.access.audit "
-               "WHERE response.status_code >= 400 GROUP BY action_name ORDER BY n DESC",
-        "limit": 20,
-    },
-    "audit_events": {"service": "accounts", "status": "failure", "source_ip": "203.0.113.0/24", "page_size": 20},
-    "cluster_inventory": {"only_risky": True},
-    "query_history_summary": {"group_by": "warehouse", "since": "2026-11-01", "top": 10},
-    "list_detections": {"category": "data_exfiltration"},
-    "run_detections": {"since": "2026-11-14", "min_severity": "medium", "categories": ["brute_force", "token_abuse"]},
-    "get_finding": {"finding_id": "f-3c1d9a2b7e4f5a6b7c8d"},
-    "principal_risk": {"principal": "dana.lee@corp.example"},
-    "top_risks": {"limit": 10, "min_severity": "medium"},
-    "external_ips": {"top": 20},
-    "ip_access_denials": {"since": "2026-11-14"},
-    "connection_patterns": {"principal": "dana.lee@corp.example"},
-    "egress_denials": {"top": 20},
-    "data_volume_insights": {"top": 10},
-    "bottlenecks": {"warehouse_id": "4b9f0e2d1c3a5e7f"},
-}
+from insight_mcp.servers.toolset import InsightServer
 
 
 async def tool_specs(server: MCPServer) -> list[dict[str, Any]]:
@@ -52,7 +30,7 @@ def _type_of(schema: dict[str, Any]) -> str:
     return str(schema.get("type", schema.get("$ref", "object").rsplit("/", 1)[-1]))
 
 
-def render_server_page(name: str, server: MCPServer, specs: list[dict[str, Any]]) -> str:
+def render_server_page(name: str, server: InsightServer, specs: list[dict[str, Any]]) -> str:
     """One Markdown page: what the server is for, then every tool with its arguments and an example."""
     lines = [
         f"# `{name}` server",
@@ -84,7 +62,7 @@ def render_server_page(name: str, server: MCPServer, specs: list[dict[str, Any]]
         out_props = spec.get("outputSchema", {}).get("properties", {})
         if out_props:
             lines += ["Returns: " + ", ".join(f"`{k}`" for k in out_props) + ".", ""]
-        example = EXAMPLES.get(spec["name"], {})
+        example = server.declarations[spec["name"]].example
         lines += [
             "Example:", "", "```bash",
             f"insight-mcp call {name} {spec['name']} '{json.dumps(example)}'", "```", "",

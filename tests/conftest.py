@@ -35,3 +35,19 @@ def fixture_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def settings(tmp_path: Path, fixture_workspace: Path) -> Settings:
     """Settings pointing at the fixture workspace, with a temporary home."""
     return load_settings(home=tmp_path / "home", workspace_file=fixture_workspace)
+
+
+DEMO_END = "2026-11-21"
+DEMO_ARGS = {"days": 21, "users": 40, "events_per_day": 1500}
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated estate ending on a fixed day, so the tools' docs examples (dated November 2026) hit data."""
+    import datetime as dt
+
+    from insight_mcp.agents.ingestion.generator import generate_workspace
+
+    path = tmp_path_factory.mktemp("demo") / "workspace.duckdb"
+    generate_workspace(path, end=dt.date.fromisoformat(DEMO_END), **DEMO_ARGS)
+    return path

@@ -270,8 +270,10 @@ async def test_engine_error_reaches_caller_as_message_not_traceback(settings: Se
 
 
 def _json(value: Any) -> Any:
-    """The shape the tool returns: ISO text for times, lists for tuples."""
-    if isinstance(value, (dt.datetime, dt.date)):
+    """The shape the tool returns: RFC 3339 UTC for timestamps, ISO dates, lists for tuples."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat() + "Z"
+    if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, (list, tuple)):
         return [_json(v) for v in value]
@@ -354,7 +356,7 @@ def _running_bytes(_: Reference) -> list[list[Any]]:
 
 def _events_per_day(_: Reference) -> list[list[Any]]:
     days = Counter(r["event_time"].date() for r in AUDIT)
-    return [[dt.datetime.combine(d, dt.time()).isoformat(), n] for d, n in sorted(days.items())]
+    return [[dt.datetime.combine(d, dt.time()).isoformat() + "Z", n] for d, n in sorted(days.items())]
 
 
 def _failures_per_date(_: Reference) -> list[list[Any]]:

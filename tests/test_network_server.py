@@ -87,7 +87,7 @@ async def test_volume_and_bottlenecks(tmp_path: Path, workspace: Path) -> None:
     assert volume["by_user"][0] == {"key": "ana.ruiz@corp.example", "queries": 6, "read_bytes": 210_000,
                                     "produced_rows": 30, "shuffle_read_bytes": 0, "outlier": False}
     hot = (await _call(tmp_path, workspace, "bottlenecks", WINDOW)).structured["hotspots"]
-    assert hot[0]["hour"] == "2026-11-10T03:00:00" and hot[0]["p95_queue_ms"] == 4000
+    assert hot[0]["hour"] == "2026-11-10T03:00:00Z" and hot[0]["p95_queue_ms"] == 4000
 
 
 async def test_bad_window(tmp_path: Path, workspace: Path) -> None:

@@ -79,7 +79,7 @@ async def test_principal_risk_and_top_risks(tmp_path: Path, workspace: Path) -> 
         ("run_detections", {"rule_ids": ["no_such_rule"]}, "unknown rule ids"),
         ("run_detections", {"since": "last week"}, "ISO 8601"),
         ("run_detections", {"min_severity": "severe"}, "min_severity"),
-        ("get_finding", {"finding_id": "f-000"}, "run run_detections first"),
+        ("get_finding", {"finding_id": "f-000"}, "run run_detections over the window"),
         ("principal_risk", {"principal": " "}, "1-300 characters"),
     ],
 )

@@ -36,7 +36,7 @@ async def test_list_tables_counts_rows_and_time_ranges(client: OneShotClient) ->
     assert tables["system.access.audit"]["rows"] == 240
     assert tables["system.query.history"]["rows"] == 60
     assert tables["system.billing.usage"]["rows"] == 0
-    assert tables["system.access.audit"]["first_event"] == BASE.isoformat()
+    assert tables["system.access.audit"]["first_event"] == BASE.isoformat() + "Z"
 
 
 async def test_describe_table_gives_nested_types(client: OneShotClient) -> None:

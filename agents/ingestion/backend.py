@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
+from insight_mcp.agents.core.timestamps import UtcDateTime, rfc3339
 from insight_mcp.agents.untrusted import clean_text
 
 
@@ -53,8 +54,8 @@ class QueryResult(BaseModel):
 class TableStats(BaseModel):
     name: str
     rows: int
-    first_event: dt.datetime | None = None
-    last_event: dt.datetime | None = None
+    first_event: UtcDateTime | None = None
+    last_event: UtcDateTime | None = None
 
 
 @runtime_checkable
@@ -85,7 +86,7 @@ def json_value(value: Any) -> Any:
     if isinstance(value, str):
         return clean_text(value)
     if isinstance(value, dt.datetime):
-        return value.isoformat()
+        return rfc3339(value)  # TIMESTAMP is stored as UTC: say so, as RFC 3339 requires
     if isinstance(value, (dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from insight_mcp.agents.core.timestamps import UtcDateTime, parse_utc, rfc3339
 from insight_mcp.agents.ingestion.backend import QueryResult, Statement, SystemTables
 from insight_mcp.agents.ingestion.catalog import TABLES, get_table
 from insight_mcp.agents.settings import QueryLimits
@@ -30,8 +31,8 @@ class TableSummary(BaseModel):
     name: str
     description: str
     rows: int
-    first_event: dt.datetime | None = None
-    last_event: dt.datetime | None = None
+    first_event: UtcDateTime | None = None
+    last_event: UtcDateTime | None = None
 
 
 class ColumnDoc(BaseModel):
@@ -49,7 +50,7 @@ class TableDescription(BaseModel):
 
 
 class AuditEvent(BaseModel):
-    event_time: str
+    event_time: UtcDateTime
     event_id: str | None
     workspace_id: str | None
     service_name: str | None
@@ -64,8 +65,8 @@ class AuditEvent(BaseModel):
 
 
 class AuditEventsPage(BaseModel):
-    since: str
-    until: str
+    since: UtcDateTime
+    until: UtcDateTime
     events: list[AuditEvent]
     next_cursor: str | None = Field(None, description="Pass back as `cursor` for the next page; null at the end.")
 
@@ -82,8 +83,8 @@ class ClusterState(BaseModel):
     worker_node_type: str | None
     worker_count: int | None
     max_autoscale_workers: int | None
-    create_time: str | None
-    change_time: str | None
+    create_time: UtcDateTime | None
+    change_time: UtcDateTime | None
     deleted: bool
     risks: list[str] = Field(description="Risky settings: no_auto_termination, no_isolation, old_runtime.")
 
@@ -105,8 +106,8 @@ class QueryStats(BaseModel):
 
 class QueryHistorySummary(BaseModel):
     group_by: Literal["user", "warehouse"]
-    since: str
-    until: str
+    since: UtcDateTime
+    until: UtcDateTime
     groups: list[QueryStats]
 
 
@@ -122,12 +123,9 @@ def parse_time(value: str | None, name: str) -> dt.datetime | None:
     if value is None or value == "":
         return None
     try:
-        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return parse_utc(value)
     except ValueError:
         raise InvalidArgument(f"{name} must be an ISO 8601 date or timestamp, e.g. 2026-11-20T08:00:00Z") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
-    return parsed
 
 
 async def _latest(backend: SystemTables, table: str, column: str, limits: QueryLimits) -> dt.datetime | None:
@@ -136,7 +134,7 @@ async def _latest(backend: SystemTables, table: str, column: str, limits: QueryL
         max_rows=1, max_chars=10_000, timeout_seconds=limits.timeout_seconds,
     )
     value = result.rows[0][0] if result.rows else None
-    return dt.datetime.fromisoformat(value) if value else None
+    return parse_utc(value) if value else None
 
 
 async def resolve_window(
@@ -165,7 +163,7 @@ def _decode_cursor(cursor: str, fingerprint: str) -> dict[str, Any]:
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
         if not isinstance(payload, dict) or not {"t", "id", "f"} <= payload.keys():
             raise ValueError
-        dt.datetime.fromisoformat(payload["t"])
+        parse_utc(payload["t"])
     except (ValueError, TypeError, json.JSONDecodeError):
         raise InvalidArgument("cursor is not one this tool returned; omit it to start from the first page") from None
     if payload["f"] != fingerprint:
@@ -258,7 +256,7 @@ async def audit_events(
     if cursor:
         position = _decode_cursor(cursor, fingerprint)
         where.append("(event_time < :cur_t OR (event_time = :cur_t AND event_id < :cur_id))")
-        params["cur_t"] = dt.datetime.fromisoformat(position["t"])
+        params["cur_t"] = parse_utc(position["t"])
         params["cur_id"] = str(position["id"])
     sql = (
         "SELECT event_time, event_id, workspace_id, service_name, action_name, user_identity.email AS principal, "
@@ -277,8 +275,8 @@ async def audit_events(
     next_cursor = None
     if more and events:
         last = events[-1]
-        next_cursor = _encode_cursor({"t": last.event_time, "id": last.event_id, "f": fingerprint})
-    return AuditEventsPage(since=start.isoformat(), until=end.isoformat(), events=events, next_cursor=next_cursor)
+        next_cursor = _encode_cursor({"t": rfc3339(last.event_time), "id": last.event_id, "f": fingerprint})
+    return AuditEventsPage(since=start, until=end, events=events, next_cursor=next_cursor)
 
 
 _ISOLATED_MODES = {"USER_ISOLATION", "SINGLE_USER", "DATA_SECURITY_MODE_STANDARD", "DATA_SECURITY_MODE_DEDICATED",
@@ -363,6 +361,6 @@ async def query_history_summary(
         max_chars=limits.max_chars, timeout_seconds=limits.timeout_seconds,
     )
     return QueryHistorySummary(
-        group_by=group_by, since=start.isoformat(), until=end.isoformat(),
+        group_by=group_by, since=start, until=end,
         groups=[QueryStats(**r) for r in result.records()],
     )

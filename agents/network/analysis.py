@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from insight_mcp.agents.core.timestamps import UtcDateTime
 from insight_mcp.agents.ingestion.backend import Statement, SystemTables
 from insight_mcp.agents.ingestion.explore import InvalidArgument, resolve_window
 from insight_mcp.agents.network import RULES_DIR
@@ -89,13 +90,13 @@ class ExternalIP(BaseModel):
     sample_principals: list[str]
     events: int
     failures: int
-    first_seen: str
-    last_seen: str
+    first_seen: UtcDateTime
+    last_seen: UtcDateTime
 
 
 class ExternalIPs(BaseModel):
-    since: str
-    until: str
+    since: UtcDateTime
+    until: UtcDateTime
     ips: list[ExternalIP]
 
 
@@ -105,13 +106,13 @@ class DeniedIP(BaseModel):
     denials: int
     principals: list[str]
     workspaces: list[str]
-    first_seen: str
-    last_seen: str
+    first_seen: UtcDateTime
+    last_seen: UtcDateTime
 
 
 class IPAccessDenials(BaseModel):
-    since: str
-    until: str
+    since: UtcDateTime
+    until: UtcDateTime
     total: int
     by_ip: list[DeniedIP]
 
@@ -128,8 +129,8 @@ class ConnectionPattern(BaseModel):
 
 
 class ConnectionPatterns(BaseModel):
-    since: str
-    until: str
+    since: UtcDateTime
+    until: UtcDateTime
     principals: list[ConnectionPattern]
 
 
@@ -138,13 +139,13 @@ class EgressDenial(BaseModel):
     classification: str
     denials: int
     workspaces: list[str]
-    first_seen: str
-    last_seen: str
+    first_seen: UtcDateTime
+    last_seen: UtcDateTime
 
 
 class EgressDenials(BaseModel):
-    since: str
-    until: str
+    since: UtcDateTime
+    until: UtcDateTime
     destinations: list[EgressDenial]
 
 
@@ -158,15 +159,15 @@ class VolumeRow(BaseModel):
 
 
 class DataVolumeInsights(BaseModel):
-    since: str
-    until: str
+    since: UtcDateTime
+    until: UtcDateTime
     by_user: list[VolumeRow]
     by_warehouse: list[VolumeRow]
 
 
 class Bottleneck(BaseModel):
     warehouse_id: str | None
-    hour: str
+    hour: UtcDateTime
     queries: int
     p95_queue_ms: float | None
     p95_compile_ms: float | None
@@ -175,8 +176,8 @@ class Bottleneck(BaseModel):
 
 
 class Bottlenecks(BaseModel):
-    since: str
-    until: str
+    since: UtcDateTime
+    until: UtcDateTime
     hotspots: list[Bottleneck]
 
 
@@ -222,7 +223,7 @@ async def external_ips(backend: SystemTables, limits: QueryLimits, trusted: list
         ips.append(ExternalIP(classification=cls, **row))
         if len(ips) >= top:
             break
-    return ExternalIPs(since=start.isoformat(), until=end.isoformat(), ips=ips)
+    return ExternalIPs(since=start, until=end, ips=ips)
 
 
 async def ip_access_denials(backend: SystemTables, limits: QueryLimits, trusted: list[str], lists: ReferenceLists, *,
@@ -239,7 +240,7 @@ async def ip_access_denials(backend: SystemTables, limits: QueryLimits, trusted:
     )
     rows = await _rows(backend, limits, sql, {"since": start, "until": end}, top)
     by_ip = [DeniedIP(classification=classify_ip(r["ip"], trusted, lists), **r) for r in rows]
-    return IPAccessDenials(since=start.isoformat(), until=end.isoformat(), total=sum(d.denials for d in by_ip),
+    return IPAccessDenials(since=start, until=end, total=sum(d.denials for d in by_ip),
                            by_ip=by_ip)
 
 
@@ -267,7 +268,7 @@ async def connection_patterns(backend: SystemTables, limits: QueryLimits, *, pri
     for r in rows:
         public = sorted(ip for ip in r.pop("ips") if classify_ip(ip, [], lists) in ("public", "anonymizer"))
         out.append(ConnectionPattern(public_ips=public[:20], active_hours_utc=sorted(r.pop("hours")), **r))
-    return ConnectionPatterns(since=start.isoformat(), until=end.isoformat(), principals=out)
+    return ConnectionPatterns(since=start, until=end, principals=out)
 
 
 async def egress_denials(backend: SystemTables, limits: QueryLimits, lists: ReferenceLists, *,
@@ -286,7 +287,7 @@ async def egress_denials(backend: SystemTables, limits: QueryLimits, lists: Refe
     found = [EgressDenial(classification=classify_destination(r["destination"], lists), **r)
              for r in rows if r["destination"]]
     found.sort(key=lambda d: (d.classification == "other", -d.denials))
-    return EgressDenials(since=start.isoformat(), until=end.isoformat(), destinations=found[:top])
+    return EgressDenials(since=start, until=end, destinations=found[:top])
 
 
 def _robust_outliers(values: list[int]) -> list[bool]:
@@ -314,7 +315,7 @@ async def data_volume_insights(backend: SystemTables, limits: QueryLimits, *, si
         rows = await _rows(backend, limits, sql, {"since": start, "until": end}, 10_000)
         flags = _robust_outliers([r["read_bytes"] for r in rows])
         out[name] = [VolumeRow(outlier=flag, **r) for r, flag in zip(rows, flags, strict=True)][:top]
-    return DataVolumeInsights(since=start.isoformat(), until=end.isoformat(), by_user=out["user"],
+    return DataVolumeInsights(since=start, until=end, by_user=out["user"],
                               by_warehouse=out["warehouse"])
 
 
@@ -338,7 +339,7 @@ async def bottlenecks(backend: SystemTables, limits: QueryLimits, *, since: str 
         f"ORDER BY p95_queue_ms DESC NULLS LAST, spilled_bytes DESC LIMIT {top}"
     )
     rows = await _rows(backend, limits, sql, params, top)
-    return Bottlenecks(since=start.isoformat(), until=end.isoformat(),
+    return Bottlenecks(since=start, until=end,
                        hotspots=[Bottleneck(**{**r, "queued_share": round(float(r["queued_share"] or 0), 4)})
                                  for r in rows])
 

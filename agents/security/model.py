@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from insight_mcp.agents.core.timestamps import UtcDateTime
+
 Category = Literal[
     "brute_force", "token_abuse", "ip_access_denied", "privilege_escalation", "defense_evasion",
     "data_exfiltration", "secrets_access", "supply_chain", "suspicious_network", "resource_abuse",
@@ -117,8 +119,8 @@ class Finding(BaseModel):
     title: str
     principal: str = Field(description="User email, service principal id, IP address or destination domain.")
     workspace_id: str | None
-    first_seen: dt.datetime
-    last_seen: dt.datetime
+    first_seen: UtcDateTime
+    last_seen: UtcDateTime
     event_count: int
     evidence: Evidence
     mitre: list[str]

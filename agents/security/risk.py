@@ -8,6 +8,7 @@ from collections import OrderedDict, defaultdict
 
 from pydantic import BaseModel, Field
 
+from insight_mcp.agents.core.timestamps import UtcDateTime
 from insight_mcp.agents.security.model import SEVERITY_RANK, Finding
 
 SEVERITY_WEIGHT = {"info": 0.0, "low": 1.0, "medium": 4.0, "high": 10.0, "critical": 25.0}
@@ -22,7 +23,7 @@ def risk_score(findings: list[Finding]) -> float:
 
 
 class TimelineEntry(BaseModel):
-    time: dt.datetime
+    time: UtcDateTime
     finding_id: str
     rule_id: str
     category: str
@@ -33,8 +34,8 @@ class TimelineEntry(BaseModel):
 
 class PrincipalRisk(BaseModel):
     principal: str
-    since: dt.datetime
-    until: dt.datetime
+    since: UtcDateTime
+    until: UtcDateTime
     score: float = Field(description="0-100, severity-weighted and saturating.")
     max_severity: str | None
     findings: list[Finding]
@@ -47,13 +48,13 @@ class RiskRow(BaseModel):
     max_severity: str
     findings: int
     categories: list[str]
-    first_seen: dt.datetime
-    last_seen: dt.datetime
+    first_seen: UtcDateTime
+    last_seen: UtcDateTime
 
 
 class TopRisks(BaseModel):
-    since: dt.datetime
-    until: dt.datetime
+    since: UtcDateTime
+    until: UtcDateTime
     principals: list[RiskRow]
 
 

@@ -8,7 +8,7 @@ import threading
 from insight_mcp.agents.ingestion.backend import SystemTables
 from insight_mcp.agents.ingestion.explore import InvalidArgument, resolve_window
 from insight_mcp.agents.security.engine import DetectionEngine, DetectionRun
-from insight_mcp.agents.security.model import CATEGORIES, SEVERITIES
+from insight_mcp.agents.security.model import CATEGORIES, SEVERITIES, Finding
 from insight_mcp.agents.security.risk import FindingStore
 from insight_mcp.agents.settings import Settings, SettingsError
 
@@ -64,3 +64,15 @@ class SecurityAgent:
             raise InvalidArgument(str(exc)) from None
         self.store.add(run.findings)
         return run
+
+    async def find(self, finding_id: str) -> Finding | None:
+        """A finding by id; one this process has not seen yet is looked for in the default window.
+
+        Ids are stable across runs, so an id from another process (a stdio client starts one per session) or
+        from before a restart is found again as long as its finding falls in the last seven days of data.
+        """
+        finding = self.store.get(finding_id)
+        if finding is None:
+            await self.run()
+            finding = self.store.get(finding_id)
+        return finding

@@ -1,0 +1,1 @@
+"""What several agents share: timestamps, and (as they arrive) errors, windows and the state store."""

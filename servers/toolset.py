@@ -1,0 +1,143 @@
+"""One declaration per tool, and the protocol behaviour every Insight MCP server shares.
+
+A tool's name, title, read or write nature and docs example are said once, in `declare`; annotations, the docs
+pages, the read-only mode and the tests all derive from that. The server also answers the protocol the way the
+2025-11-25 specification asks where the SDK's defaults differ: unknown tools and prompts and bad cursors are
+-32602 errors, only capabilities actually served are advertised, and `logging/setLevel` is honoured.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from mcp.server import MCPServer
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver.context import Context
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, EmptyResult, GetPromptResult, LoggingLevel, SetLevelRequestParams
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from insight_mcp.servers.common import annotations, guarded
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_SESSIONS_REMEMBERED = 4096
+LIST_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
+LOG_LEVELS: tuple[LoggingLevel, ...] = (
+    "debug", "info", "notice", "warning", "error", "critical", "alert", "emergency",
+)
+
+
+@dataclass(frozen=True)
+class ToolDecl:
+    """Everything said about a tool besides its code; annotations, docs and read-only mode derive from it."""
+
+    name: str
+    title: str
+    example: dict[str, Any] = field(default_factory=dict)
+    example_from: dict[str, str] = field(default_factory=dict)
+    """Argument -> `tool:/json/pointer`: a live value the tests put in place of the docs' placeholder."""
+    writes: bool = False
+    destructive: bool = False
+    idempotent: bool = True
+
+
+class InsightServer(MCPServer):
+    """An MCP server whose tools are declared once and whose write tools vanish in read-only mode."""
+
+    def __init__(
+        self, name: str, *, version: str, instructions: str, open_world: bool, read_only: bool = False
+    ) -> None:
+        # Our lists never change at run time, so no list-changed or subscription promises (2026-07-28 wire).
+        super().__init__(name, version=version, instructions=instructions, subscriptions=False)
+        self.open_world = open_world
+        self.read_only = read_only
+        self.declarations: dict[str, ToolDecl] = {}
+        self._client_levels: OrderedDict[str, LoggingLevel] = OrderedDict()
+        self.middleware.append(self._refuse_unknown_names)
+        self._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, self._set_level)
+
+    # --- tools -----------------------------------------------------------------------------------------------
+
+    def declare(
+        self, name: str, *, title: str, example: dict[str, Any] | None = None,
+        example_from: dict[str, str] | None = None, writes: bool = False, destructive: bool = False,
+        idempotent: bool = True,
+    ) -> Callable[[F], F]:
+        """Register a tool from its one declaration; a write tool in a read-only server is not registered at all."""
+        decl = ToolDecl(name=name, title=title, example=example or {}, example_from=example_from or {},
+                        writes=writes, destructive=destructive, idempotent=idempotent)
+        if name in self.declarations:
+            raise ValueError(f"tool {name!r} is declared twice in server {self.name!r}")
+
+        def register(fn: F) -> F:
+            if decl.writes and self.read_only:
+                return fn
+            self.declarations[name] = decl
+            hints = annotations(title=title, read_only=not writes, destructive=destructive, idempotent=idempotent,
+                                open_world=self.open_world)
+            self.tool(name=name, title=title, annotations=hints)(guarded(name)(fn))
+            return fn
+
+        return register
+
+    # --- protocol --------------------------------------------------------------------------------------------
+
+    async def _refuse_unknown_names(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """Unknown tools and cursors we never issued are invalid params (-32602), not results or silent lists."""
+        params = ctx.params or {}
+        if ctx.method in LIST_METHODS and params.get("cursor") is not None:
+            raise MCPError(INVALID_PARAMS, "invalid cursor: this server lists everything on one page; omit cursor")
+        if ctx.method == "tools/call":
+            name = params.get("name")
+            if isinstance(name, str) and self._tool_manager.get_tool(name) is None:
+                known = ", ".join(sorted(self.declarations))
+                raise MCPError(INVALID_PARAMS, f"Unknown tool: {name[:100]!r}; this server has: {known}")
+        return await call_next(ctx)
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None
+    ) -> Any:
+        """An unknown prompt or a missing argument is the caller's mistake: -32602, and no traceback in the log."""
+        known = {p.name for p in await self.list_prompts()}
+        if name not in known:
+            listed = ", ".join(sorted(known))
+            raise MCPError(INVALID_PARAMS, f"Unknown prompt: {name[:100]!r}; this server has: {listed}")
+        try:
+            result: GetPromptResult = await super().get_prompt(name, arguments, context)
+        except ValueError as exc:  # the SDK reports bad or missing arguments as ValueError
+            raise MCPError(INVALID_PARAMS, f"prompt {name!r}: {exc}") from None
+        return result
+
+    @staticmethod
+    def _session_key(ctx: ServerRequestContext[Any, Any]) -> str:
+        """The HTTP session id, or one key for the single client of a stdio or in-memory connection."""
+        headers = getattr(ctx.request, "headers", None)
+        return str(headers.get("mcp-session-id") or "-") if headers is not None else "-"
+
+    async def _set_level(self, ctx: ServerRequestContext[Any, Any], params: SetLevelRequestParams) -> EmptyResult:
+        key = self._session_key(ctx)
+        self._client_levels[key] = params.level
+        self._client_levels.move_to_end(key)
+        while len(self._client_levels) > MAX_SESSIONS_REMEMBERED:
+            self._client_levels.popitem(last=False)
+        return EmptyResult()
+
+    def client_log_level(self, ctx: ServerRequestContext[Any, Any]) -> LoggingLevel | None:
+        """The level the calling client asked for with logging/setLevel; None if it never asked."""
+        return self._client_levels.get(self._session_key(ctx))
+
+    async def log_to_client(self, ctx: Context[Any, Any], level: LoggingLevel, message: str) -> None:
+        """Send a log message to the calling client if it asked for this level (logging/setLevel) or above.
+
+        On the 2026-07-28 wire the SDK applies the per-request opt-in itself.
+        """
+        request = ctx.request_context
+        if request.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            wanted = self.client_log_level(request)
+            if wanted is None or LOG_LEVELS.index(level) < LOG_LEVELS.index(wanted):
+                return
+        await ctx.log(level, message, logger_name=self.name)
