@@ -4,10 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export LITELLM_LOCAL_MODEL_COST_MAP := True
+export MLFLOW_DISABLE_TELEMETRY := true
 export INSIGHT_HOME ?= $(HOME)/.insight-mcp
 export TEXTGRAD_LOG_DIR ?= $(INSIGHT_HOME)/logs
 
-.PHONY: setup demo test test-all lint bench docs clean
+# The official MCP clients the tests drive (Inspector CLI, conformance suite), installed outside the source tree.
+export INSIGHT_NODE_TOOLS ?= $(HOME)/.cache/insight-mcp/node-tools
+NODE_STAMP := $(INSIGHT_NODE_TOOLS)/.installed
+
+.PHONY: setup node-tools demo test test-all lint bench docs clean
 
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,14 +22,22 @@ $(STAMP): pyproject.toml uv.lock
 
 setup: $(STAMP)
 
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	@mkdir -p $(INSIGHT_NODE_TOOLS)
+	cp tests/node/package.json tests/node/package-lock.json $(INSIGHT_NODE_TOOLS)/
+	cd $(INSIGHT_NODE_TOOLS) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
+node-tools: $(NODE_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/insight-mcp demo
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check agents servers supervisor clients tests benchmarks
 	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
