@@ -30,8 +30,10 @@ def _type_of(schema: dict[str, Any]) -> str:
     return str(schema.get("type", schema.get("$ref", "object").rsplit("/", 1)[-1]))
 
 
-def render_server_page(name: str, server: InsightServer, specs: list[dict[str, Any]]) -> str:
-    """One Markdown page: what the server is for, then every tool with its arguments and an example."""
+def render_server_page(
+    name: str, server: InsightServer, specs: list[dict[str, Any]], extras: list[str] | None = None
+) -> str:
+    """One Markdown page: what the server is for, every tool with its arguments and an example, then extras."""
     lines = [
         f"# `{name}` server",
         "",
@@ -67,7 +69,20 @@ def render_server_page(name: str, server: InsightServer, specs: list[dict[str, A
             "Example:", "", "```bash",
             f"insight-mcp call {name} {spec['name']} '{json.dumps(example)}'", "```", "",
         ]
+    lines += extras or []
     return "\n".join(lines).rstrip() + "\n"
+
+
+async def prompts_and_resources(server: InsightServer) -> list[str]:
+    """The prompts (slash commands in most clients) and resources a server offers, as Markdown."""
+    lines = ["## Prompts", ""]
+    for prompt in sorted(await server.list_prompts(), key=lambda p: p.name):
+        args = ", ".join(f"`{a.name}`" + ("" if a.required else " (optional)") for a in prompt.arguments or [])
+        lines.append(f"- `{prompt.name}` ({prompt.title}): {prompt.description} Arguments: {args or 'none'}.")
+    lines += ["", "## Resources", ""]
+    for resource in sorted(await server.list_resources(), key=lambda r: str(r.uri)):
+        lines.append(f"- `{resource.uri}` ({resource.mime_type}): {resource.description}")
+    return [*lines, ""]
 
 
 async def render_all() -> dict[str, str]:
@@ -77,7 +92,9 @@ async def render_all() -> dict[str, str]:
     settings = load_settings(home=Path("/nonexistent-insight-home"))
     pages = {}
     for name, server in build_servers(settings).items():
-        pages[f"server-{name}.md"] = render_server_page(name, server, await tool_specs(server))
+        pages[f"server-{name}.md"] = render_server_page(
+            name, server, await tool_specs(server), await prompts_and_resources(server)
+        )
     return pages
 
 

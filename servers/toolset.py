@@ -9,7 +9,7 @@ pages, the read-only mode and the tests all derive from that. The server also an
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -17,12 +17,22 @@ from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver.context import Context
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, EmptyResult, GetPromptResult, LoggingLevel, SetLevelRequestParams
+from mcp_types import (
+    INVALID_PARAMS,
+    Completion,
+    CompletionArgument,
+    EmptyResult,
+    GetPromptResult,
+    LoggingLevel,
+    SetLevelRequestParams,
+)
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from insight_mcp.servers.common import annotations, guarded
 
 F = TypeVar("F", bound=Callable[..., Any])
+Completer = Callable[[str], Awaitable[list[str]]]
+MAX_COMPLETIONS = 100  # the protocol's limit per answer
 
 MAX_SESSIONS_REMEMBERED = 4096
 LIST_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
@@ -57,6 +67,7 @@ class InsightServer(MCPServer):
         self.read_only = read_only
         self.declarations: dict[str, ToolDecl] = {}
         self._client_levels: OrderedDict[str, LoggingLevel] = OrderedDict()
+        self._completers: dict[tuple[str, str], Completer] = {}
         self.middleware.append(self._refuse_unknown_names)
         self._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, self._set_level)
 
@@ -83,6 +94,26 @@ class InsightServer(MCPServer):
             return fn
 
         return register
+
+    # --- prompt argument completion -------------------------------------------------------------------------
+
+    def completes(self, prompt: str, argument: str) -> Callable[[Completer], Completer]:
+        """Offer values for one prompt argument as the user types; the first completer turns completions on."""
+
+        def register(fn: Completer) -> Completer:
+            if not self._completers:
+                self.completion()(self._complete)
+            self._completers[(prompt, argument)] = fn
+            return fn
+
+        return register
+
+    async def _complete(self, ref: Any, argument: CompletionArgument, context: Any) -> Completion:
+        completer = self._completers.get((getattr(ref, "name", ""), argument.name))
+        if completer is None:
+            return Completion(values=[], total=0, has_more=False)
+        values = await completer(argument.value[:200])
+        return Completion(values=values[:MAX_COMPLETIONS], total=len(values), has_more=len(values) > MAX_COMPLETIONS)
 
     # --- protocol --------------------------------------------------------------------------------------------
 

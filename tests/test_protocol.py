@@ -156,7 +156,7 @@ def test_a_missing_prompt_argument_is_invalid_params(served: Served, server: str
 def test_only_served_capabilities_are_advertised(served: Served, server: str) -> None:
     session = Session(f"{served.base}/{server}/mcp")
     capabilities = session.init["capabilities"]
-    assert set(capabilities) == {"tools", "resources", "prompts", "logging"}, capabilities
+    assert set(capabilities) == {"tools", "resources", "prompts", "logging", "completions"}, capabilities
     assert capabilities["tools"].get("listChanged") in (None, False)
     assert capabilities["resources"].get("subscribe") in (None, False)
     assert session.request("tools/list")["result"]["tools"]
@@ -211,3 +211,25 @@ async def test_session_store_replays_only_the_stream_after_the_id() -> None:
     for _ in range(4):
         await store.store_event("1", None)
     assert await store.replay_events_after(first, collect) is None, "an id that left the window replays nothing"
+
+
+async def test_prompt_arguments_complete_from_the_data(demo_workspace: Path, tmp_path: Path) -> None:
+    from mcp import Client
+    from mcp_types import PromptReference
+
+    from insight_mcp.agents.settings import load_settings
+    from insight_mcp.servers.app import build_servers
+
+    servers = build_servers(load_settings(home=tmp_path, workspace_file=demo_workspace))
+    async with Client(servers["security"]) as client:
+        principals = (await client.complete(PromptReference(name="investigate_principal"),
+                                            {"name": "principal", "value": "BAR"})).completion
+        assert principals.values and all("bar" in v.lower() for v in principals.values)
+        days = (await client.complete(PromptReference(name="triage"), {"name": "since", "value": ""})).completion
+        assert days.values[0] == "2026-11-20" and len(days.values) == 30, "the demo data ends on 2026-11-20"
+        unknown = (await client.complete(PromptReference(name="nope"), {"name": "x", "value": "a"})).completion
+        assert unknown.values == []
+    async with Client(servers["system-tables"]) as client:
+        tables = (await client.complete(PromptReference(name="ask_the_system_tables"),
+                                        {"name": "table", "value": "audit"})).completion
+        assert tables.values == ["system.access.audit"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,30 @@ def test_rule_that_cannot_compile_fails_to_load(tmp_path: Path, workspace: Path,
     with pytest.raises(RuleCompileError, match=message) as caught:
         DetectionEngine(workspace, DetectionSettings(rules_dir=folder), only=["bad_rule"])
     assert "bad_rule.yaml" in str(caught.value)
+
+
+def test_concurrent_calls_on_one_server_all_answer(tmp_path: Path, workspace: Path) -> None:
+    """Runs take turns on the engine; a caller waiting its turn must not stall the event loop for everyone.
+
+    The calls run on an event loop in a daemon thread, so that a deadlock fails this test instead of hanging it.
+    """
+    settings = _settings(tmp_path, workspace)
+    server = build_security_server(settings, DuckDBSystemTables(settings.workspace_path))
+    answers: dict[str, Any] = {}
+
+    async def ask(client: Any, tool: str, args: dict[str, Any]) -> None:
+        answers[tool] = (await client.call(tool, args)).structured
+
+    async def together() -> None:
+        async with connect_in_process(server) as client, anyio.create_task_group() as tg:
+            tg.start_soon(ask, client, "run_detections", {"since": SINCE, "until": UNTIL})
+            tg.start_soon(ask, client, "top_risks", {"since": SINCE, "until": UNTIL})
+            tg.start_soon(ask, client, "principal_risk", {"principal": "dana.lee@corp.example", "since": SINCE,
+                                                          "until": UNTIL})
+
+    worker = threading.Thread(target=anyio.run, args=(together,), daemon=True)
+    worker.start()
+    worker.join(timeout=180)
+    assert not worker.is_alive(), "concurrent calls deadlocked the server's event loop"
+    assert answers["top_risks"]["principals"][0]["principal"] == "dana.lee@corp.example"
+    assert answers["principal_risk"]["findings"]

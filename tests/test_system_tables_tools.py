@@ -170,3 +170,20 @@ async def test_limit_argument_is_bounded_by_the_row_cap(tmp_path: Path, fixture_
         answer = (await c.call("run_query", {"sql": "SELECT event_id FROM system.access.audit LIMIT 500",
                                              "limit": 10})).structured
         assert answer["row_count"] == 10 and answer["truncated"] is True
+
+
+@pytest.mark.parametrize("since", ["2026-11-10T06:00:00", "2026-11-10T06:00:00Z", "2026-11-10T08:00:00+02:00",
+                                   "2026-11-10T06:00:00.000+00:00"])
+async def test_time_arguments_accept_naive_utc_and_offsets_alike(client: OneShotClient, since: str) -> None:
+    """Naive input is read as UTC; an offset is converted; the answer says the window in RFC 3339 with Z."""
+    page = (await client.call("audit_events", {"since": since, "until": "2026-11-11", "page_size": 1})).structured
+    assert page["since"] == "2026-11-10T06:00:00Z"
+    assert page["until"] == "2026-11-11T00:00:00Z"
+    assert all(e["event_time"].endswith("Z") for e in page["events"])
+
+
+async def test_cursor_pages_on_from_the_last_event_of_the_page(client: OneShotClient) -> None:
+    first = (await client.call("audit_events", {"since": "2026-11-10", "until": "2026-11-12", "page_size": 2}))
+    second = await client.call("audit_events", {"since": "2026-11-10", "until": "2026-11-12", "page_size": 2,
+                                                "cursor": first.structured["next_cursor"]})
+    assert second.structured["events"][0]["event_time"] <= first.structured["events"][-1]["event_time"]

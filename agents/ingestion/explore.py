@@ -364,3 +364,34 @@ async def query_history_summary(
         group_by=group_by, since=start, until=end,
         groups=[QueryStats(**r) for r in result.records()],
     )
+
+
+# --- completion: values a person may mean while typing a prompt argument -------------------------------------
+
+
+def matching(values: list[str], typed: str) -> list[str]:
+    """Values that start with what was typed first, then those that contain it; case is ignored."""
+    needle = typed.strip().lower()
+    starts = [v for v in values if v.lower().startswith(needle)]
+    contains = [v for v in values if needle in v.lower() and not v.lower().startswith(needle)]
+    return starts + contains
+
+
+async def active_principals(backend: SystemTables, limits: QueryLimits, top: int = 1000) -> list[str]:
+    """The principals of the last 30 days of audit data, most active first."""
+    sql = (
+        f"SELECT user_identity.email AS principal, count(*) AS events FROM {AUDIT} "
+        f"WHERE user_identity.email IS NOT NULL AND event_time >= (SELECT max(event_time) FROM {AUDIT}) "
+        f"- INTERVAL 30 DAYS GROUP BY 1 ORDER BY events DESC, principal LIMIT {top}"
+    )
+    result = await backend.execute(Statement(databricks_sql=sql), max_rows=top, max_chars=limits.max_chars,
+                                   timeout_seconds=limits.timeout_seconds)
+    return [str(row[0]) for row in result.rows]
+
+
+async def recent_days(backend: SystemTables, limits: QueryLimits, days: int = 30) -> list[str]:
+    """The last days that have audit data, newest first, as ISO dates a window can start from."""
+    latest = await _latest(backend, AUDIT, "event_time", limits)
+    if latest is None:
+        return []
+    return [(latest.date() - dt.timedelta(days=n)).isoformat() for n in range(days)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
-import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -128,7 +127,7 @@ class DetectionEngine:
         self.workspace = workspace
         self.config = config
         self._conn = _open_engine(workspace)
-        self._lock = threading.Lock()
+        self._lock = anyio.Lock()  # runs share the slice and rollup tables; waiting must not block the event loop
         self._sliced = set(sliced_tables)
         folders = builtin_rule_dirs() + ([config.rules_dir] if config.rules_dir else [])
         self.rules: dict[str, CompiledRule] = {}
@@ -285,7 +284,7 @@ class DetectionEngine:
                 start = params[c.rule.id]["baseline_start"]
                 if name not in needed or start < needed[name]["baseline_start"]:
                     needed[name] = {"since": since, "until": until, "baseline_start": start}
-        with self._lock:
+        async with self._lock:
             slice_ms = await anyio.to_thread.run_sync(self._fill_slices, earliest, until)
             rollup_ms, broken = await anyio.to_thread.run_sync(self._build_rollups, needed)
             limiter = anyio.CapacityLimiter(concurrency)
