@@ -14,10 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
+from mcp import Client
+from mcp.server.mcpserver.context import Context
 from serve_process import Served, serve
 
 from insight_mcp.servers.app import SERVER_FACTORIES
 from insight_mcp.servers.event_store import SessionEventStore
+from insight_mcp.servers.toolset import InsightServer
 
 pytestmark = pytest.mark.e2e
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -214,7 +217,6 @@ async def test_session_store_replays_only_the_stream_after_the_id() -> None:
 
 
 async def test_prompt_arguments_complete_from_the_data(demo_workspace: Path, tmp_path: Path) -> None:
-    from mcp import Client
     from mcp_types import PromptReference
 
     from insight_mcp.agents.settings import load_settings
@@ -233,3 +235,33 @@ async def test_prompt_arguments_complete_from_the_data(demo_workspace: Path, tmp
         tables = (await client.complete(PromptReference(name="ask_the_system_tables"),
                                         {"name": "table", "value": "audit"})).completion
         assert tables.values == ["system.access.audit"]
+
+
+async def test_log_messages_reach_a_client_only_at_the_level_it_asked_for() -> None:
+    server = InsightServer("probe", version="1", instructions="test", open_world=False)
+
+    @server.declare("shout", title="Shout")
+    async def shout(ctx: Context) -> str:
+        """Log one info and one error message to the caller, then answer; a probe for logging/setLevel."""
+        await server.log_to_client(ctx, "info", "routine detail")
+        await server.log_to_client(ctx, "error", "something broke")
+        return "done"
+
+    received: list[tuple[str, Any]] = []
+
+    async def on_log(params: Any) -> None:
+        received.append((params.level, params.data))
+
+    async with Client(server, mode="legacy", logging_callback=on_log) as client:
+        await client.call_tool("shout", {})
+        assert received == [], "no logging/setLevel yet: nothing is sent"
+        await client.set_logging_level("warning")
+        await client.call_tool("shout", {})
+        assert received == [("error", "something broke")]
+        await client.set_logging_level("debug")
+        await client.call_tool("shout", {})
+        assert received[1:] == [("info", "routine detail"), ("error", "something broke")]
+    async with Client(server, logging_callback=on_log, log_level="error") as modern_client:
+        received.clear()
+        await modern_client.call_tool("shout", {})
+        assert received == [("error", "something broke")], "2026-07-28: the per-request opt-in decides"
