@@ -1,0 +1,234 @@
+"""Long work (batch evaluation, dataset curation, optimization) as jobs: a handle at once, the work in the background.
+
+A job runs on the runner's own event loop thread, so it outlives the request that started it, whatever transport
+served that request. Its record lives in the state store: status, progress, result or error. Handles are random
+and bound to the caller that started the job; another caller is told the job does not exist. A job that a restart
+interrupted is marked failed with the reason, never left `running`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import json
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import anyio
+import structlog
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from pydantic import BaseModel, Field
+
+from insight_mcp.agents.core.state import StateStore
+from insight_mcp.agents.core.timestamps import UtcDateTime
+
+log = structlog.get_logger("insight_mcp.jobs")
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class JobNotFound(LookupError):
+    """No such job for this caller: unknown, expired, or started by someone else (the three read alike)."""
+
+
+class JobRecord(BaseModel):
+    """What a caller may know about a job."""
+
+    id: str
+    kind: str
+    status: JobStatus
+    progress: float = Field(description="0 to 1.")
+    message: str | None = Field(None, description="What the job is doing now, or why it ended as it did.")
+    params: dict[str, Any]
+    result: Any = None
+    error: str | None = None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None = None
+    finished_at: UtcDateTime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class Progress:
+    """Handed to a job: report how far it is; writes are throttled so a chatty job does not hammer the store."""
+
+    def __init__(self, runner: JobRunner, job_id: str) -> None:
+        self._runner = runner
+        self._job_id = job_id
+        self._last = 0.0
+        self.fraction = 0.0
+
+    def __call__(self, fraction: float, message: str | None = None) -> None:
+        self.fraction = min(max(fraction, 0.0), 1.0)
+        now = time.monotonic()
+        if now - self._last >= 0.25 or self.fraction >= 1.0:
+            self._last = now
+            self._runner._update(self._job_id, progress=self.fraction, message=message)
+
+
+JobFn = Callable[[Progress], Awaitable[Any]]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat()
+
+
+class JobRunner:
+    """Runs jobs on a background event loop and keeps their records in the state store."""
+
+    def __init__(
+        self, store: StateStore, *, describe_error: Callable[[BaseException], str] | None = None,
+        max_running: int = 4,
+    ) -> None:
+        self.store = store
+        self.instance = secrets.token_hex(8)
+        self._describe_error = describe_error or _default_error
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._max_running = max_running
+        self._futures: dict[str, concurrent.futures.Future[Any]] = {}
+        self._portal_cm: Any = None
+        self._portal: BlockingPortal | None = None
+        self._lock = threading.Lock()
+        self.interrupted = self._fail_interrupted()
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    def _fail_interrupted(self) -> int:
+        """Jobs another instance left queued or running can never finish: say so, with the reason."""
+        reason = "interrupted: the server stopped or restarted before the job finished; start it again"
+        with self.store.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET status = 'failed', error = ?, message = ?, finished_at = ? "
+                "WHERE status IN ('queued', 'running') AND instance != ?",
+                (reason, reason, _now(), self.instance),
+            )
+            return cursor.rowcount
+
+    def _ensure_portal(self) -> BlockingPortal:
+        with self._lock:
+            if self._portal is None:
+                self._portal_cm = start_blocking_portal()
+                self._portal = self._portal_cm.__enter__()
+                self._limiter = self._portal.call(anyio.CapacityLimiter, self._max_running)
+            return self._portal
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancel what still runs (its record says so) and stop the background loop."""
+        for job_id, future in list(self._futures.items()):
+            if not future.done():
+                future.cancel()
+                self._finish(job_id, "cancelled", message="cancelled: the server is shutting down")
+        with self._lock:
+            if self._portal_cm is not None:
+                self._portal_cm.__exit__(None, None, None)
+                self._portal_cm = self._portal = None
+
+    # --- the caller's side -----------------------------------------------------------------------------------
+
+    def submit(self, kind: str, owner: str, params: dict[str, Any], fn: JobFn) -> JobRecord:
+        """Record the job, start it in the background, and return its handle at once."""
+        job_id = "job-" + secrets.token_urlsafe(18)
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO jobs (id, kind, owner, status, params, instance, created_at, message) "
+                "VALUES (?, ?, ?, 'queued', ?, ?, ?, 'queued')",
+                (job_id, kind, owner, json.dumps(params, default=str), self.instance, _now()),
+            )
+        portal = self._ensure_portal()
+        self._futures[job_id] = portal.start_task_soon(self._run, job_id, fn)
+        return self.get(job_id, owner)
+
+    def get(self, job_id: str, owner: str) -> JobRecord:
+        """The job's record, if this caller started it."""
+        with self.store.transaction() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ? AND owner = ?", (job_id, owner)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job {job_id[:80]!r} for this caller: use a handle this caller was given")
+        return _record(row)
+
+    def list(self, owner: str, *, kind: str | None = None, limit: int = 50) -> list[JobRecord]:
+        """This caller's jobs, newest first."""
+        sql = "SELECT * FROM jobs WHERE owner = ?" + (" AND kind = ?" if kind else "")
+        args: tuple[Any, ...] = (owner, kind) if kind else (owner,)
+        with self.store.transaction() as conn:
+            rows = conn.execute(sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
+        return [_record(r) for r in rows]
+
+    def cancel(self, job_id: str, owner: str) -> JobRecord:
+        """Stop a job of this caller's; a finished job is left as it ended."""
+        record = self.get(job_id, owner)
+        if record.finished:
+            return record
+        future = self._futures.get(job_id)
+        if future is not None:
+            future.cancel()
+        self._finish(job_id, "cancelled", message="cancelled by the caller")
+        return self.get(job_id, owner)
+
+    async def wait(self, job_id: str, owner: str, *, timeout: float,
+                   on_progress: Callable[[JobRecord], Awaitable[None]] | None = None) -> JobRecord:
+        """Poll until the job finishes or the timeout passes, telling `on_progress` whenever it moved."""
+        deadline = time.monotonic() + timeout
+        last: tuple[float, str | None] | None = None
+        while True:
+            record = await anyio.to_thread.run_sync(self.get, job_id, owner)
+            if on_progress is not None and (record.progress, record.message) != last:
+                last = (record.progress, record.message)
+                await on_progress(record)
+            if record.finished or time.monotonic() >= deadline:
+                return record
+            await anyio.sleep(min(0.25, max(deadline - time.monotonic(), 0.01)))
+
+    # --- the job's side ----------------------------------------------------------------------------------------
+
+    async def _run(self, job_id: str, fn: JobFn) -> None:
+        assert self._limiter is not None
+        try:
+            async with self._limiter:
+                self._update(job_id, status="running", started_at=_now(), message="running")
+                result = await fn(Progress(self, job_id))
+        except anyio.get_cancelled_exc_class():
+            self._finish(job_id, "cancelled", message="cancelled")
+            raise
+        except Exception as exc:
+            error = self._describe_error(exc)
+            self._finish(job_id, "failed", error=error, message=error)
+        else:
+            payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+            self._finish(job_id, "succeeded", result=payload, message="done")
+        finally:
+            self._futures.pop(job_id, None)
+
+    def _update(self, job_id: str, **fields: Any) -> None:
+        names = ", ".join(f"{k} = ?" for k in fields)
+        with self.store.transaction() as conn:
+            conn.execute(f"UPDATE jobs SET {names} WHERE id = ? AND status NOT IN "
+                         "('succeeded', 'failed', 'cancelled')", (*fields.values(), job_id))
+
+    def _finish(self, job_id: str, status: JobStatus, *, result: Any = None, error: str | None = None,
+                message: str | None = None) -> None:
+        fields: dict[str, Any] = {"status": status, "finished_at": _now(), "message": message, "error": error}
+        if status == "succeeded":
+            fields |= {"progress": 1.0, "result": json.dumps(result, default=str)}
+        self._update(job_id, **fields)
+
+
+def _record(row: Any) -> JobRecord:
+    data = dict(row)
+    data.pop("owner")
+    data.pop("instance")
+    data["params"] = json.loads(data["params"])
+    data["result"] = json.loads(data["result"]) if data["result"] is not None else None
+    return JobRecord.model_validate(data)
+
+
+def _default_error(exc: BaseException) -> str:
+    ref = secrets.token_hex(4)
+    log.error("job_failed", ref=ref, error=type(exc).__name__, exc_info=exc)
+    return f"internal error (reference {ref}); the server log has the details"
