@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -51,6 +51,14 @@ class DetectionSettings(BaseModel):
     max_evidence: int = Field(10, ge=1, le=100)
 
 
+class TracingSettings(BaseModel):
+    """Where every tool call's MLflow trace goes."""
+
+    enabled: bool = Field(True, description="Trace every tool call to MLflow (written in the background).")
+    experiment: str = Field("insight-mcp", description="The MLflow experiment that holds tool-call traces.")
+    queue_size: int = Field(100_000, ge=100, description="Calls waiting to be written before any is dropped.")
+
+
 class Settings(BaseSettings):
     """Everything the suite reads from its environment: paths, backend, limits, serving and the LM."""
 
@@ -79,7 +87,12 @@ class Settings(BaseSettings):
         default_factory=list, description="Extra browser Origins allowed over HTTP, e.g. https://*.example.com."
     )
 
-    mlflow_tracking_uri: str | None = None
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        validation_alias=AliasChoices("INSIGHT_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
+        description="MLflow tracking store: a local database by default, a `mlflow server` URL, or `databricks`.",
+    )
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     lm_model: str | None = Field(None, description="LiteLLM model name, e.g. openai/gpt-4o-mini.")
     lm_api_base: str | None = None
     lm_api_key: SecretStr | None = None
@@ -114,6 +127,11 @@ class Settings(BaseSettings):
     def workspace_path(self) -> Path:
         """The embedded workspace file."""
         return self.workspace_file or self.home / "workspace.duckdb"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        """Where every experiment keeps its artifacts: never the working directory."""
+        return self.home / "mlflow-artifacts"
 
     @property
     def tracking_uri(self) -> str:

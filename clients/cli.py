@@ -169,7 +169,7 @@ def serve(
     transport: Annotated[str, typer.Option(help="http (all servers) or stdio (one server).")] = "http",
 ) -> None:
     """Run the MCP servers: every server at /<name>/mcp over HTTP, or one over stdio for desktop clients."""
-    from insight_mcp.servers.app import SERVER_FACTORIES, build_app, build_servers
+    from insight_mcp.servers.app import SERVER_FACTORIES, build_app, build_servers, close_servers
 
     settings = _settings(ctx)
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
@@ -182,8 +182,11 @@ def serve(
     if transport == "stdio":
         if not names or len(names) != 1:
             fail("--transport stdio serves one server: add --server NAME")
-        mcp_server = build_servers(settings, names)[names[0]]
-        anyio.run(mcp_server.run_stdio_async)
+        built = build_servers(settings, names)
+        try:
+            anyio.run(built[names[0]].run_stdio_async)
+        finally:
+            close_servers(built)
         return
     if transport != "http":
         fail("--transport must be http or stdio")
@@ -230,7 +233,9 @@ def call(
             token = settings.api_token.get_secret_value() if settings.api_token else None
             async with connect_http(server_url(url, server), token=token) as client:
                 return await client.call(tool, arguments)
-        mcp_server = build_servers(settings, [server])[server]
+        # One call in a short-lived process: tracing it would cost MLflow's start-up, so only served calls trace.
+        untraced = settings.model_copy(update={"tracing": settings.tracing.model_copy(update={"enabled": False})})
+        mcp_server = build_servers(untraced, [server])[server]
         async with connect_in_process(mcp_server) as client:
             return await client.call(tool, arguments)
 
@@ -241,6 +246,33 @@ def call(
     except (ValueError, SettingsError, ServerUnavailable) as exc:
         fail(str(exc))
     print_json(answer.structured if answer.structured is not None else answer.text)
+
+
+@app.command("feedback")
+def feedback(
+    ctx: typer.Context,
+    call_id: Annotated[str, typer.Argument(help="The call id in an answer's _meta['insight-mcp/call_id'].")],
+    rating: Annotated[int, typer.Option(min=1, max=5, help="1 (useless) to 5 (excellent).")],
+    comment: Annotated[str | None, typer.Option(help="What was good or wrong about the answer.")] = None,
+    by: Annotated[str | None, typer.Option(help="Who rates; default the login name.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Rate an answer 1-5: stored as an MLflow feedback assessment on the trace of the call that produced it."""
+    import getpass
+
+    from insight_mcp.agents.core.feedback import FeedbackError, rate_call
+
+    settings = _settings(ctx)
+    try:
+        receipt = rate_call(settings.tracking_uri, settings.tracing.experiment, call_id, rating, comment=comment,
+                            rated_by=by or getpass.getuser())
+    except FeedbackError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(receipt.model_dump(mode="json"))
+        return
+    out.print(f"rated {receipt.server}.{receipt.tool} answer {receipt.call_id} {receipt.rating}/5 "
+              f"(trace {receipt.trace_id})")
 
 
 @app.command("detect")

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from importlib.metadata import version
 from typing import Any
 
+import anyio
 import duckdb
 import structlog
 from mcp.server.transport_security import TransportSecuritySettings
@@ -16,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from insight_mcp.agents.core.tracing import TraceRecorder
 from insight_mcp.agents.ingestion.backend import SystemTables
 from insight_mcp.agents.ingestion.engines import build_backend
 from insight_mcp.agents.settings import Settings
@@ -41,13 +43,32 @@ SERVER_FACTORIES: dict[str, ServerFactory] = {
 }
 
 def build_servers(settings: Settings, names: list[str] | None = None) -> dict[str, InsightServer]:
-    """Build the named servers (all by default) over one shared backend."""
+    """Build the named servers (all by default) over one shared backend and one trace writer."""
     backend = build_backend(settings)
     chosen = names or list(SERVER_FACTORIES)
     unknown = [n for n in chosen if n not in SERVER_FACTORIES]
     if unknown:
         raise ValueError(f"unknown server {unknown[0]!r}; choose from {', '.join(SERVER_FACTORIES)}")
-    return {name: SERVER_FACTORIES[name](settings, backend) for name in chosen}
+    servers = {name: SERVER_FACTORIES[name](settings, backend) for name in chosen}
+    recorder = build_recorder(settings)
+    for server in servers.values():
+        server.tracer = recorder
+    return servers
+
+
+def build_recorder(settings: Settings) -> TraceRecorder | None:
+    """The background writer of tool-call traces, or None when tracing is off (INSIGHT_TRACING__ENABLED=false)."""
+    if not settings.tracing.enabled:
+        return None
+    return TraceRecorder(settings.tracking_uri, settings.tracing.experiment, settings.mlflow_artifacts,
+                         capacity=settings.tracing.queue_size)
+
+
+def close_servers(servers: dict[str, InsightServer], timeout: float = 30.0) -> None:
+    """Write the traces still queued (within the timeout) when serving stops."""
+    recorders = {id(s.tracer): s.tracer for s in servers.values() if s.tracer is not None}
+    for recorder in recorders.values():
+        recorder.close(timeout)
 
 
 class BearerTokenMiddleware:
@@ -88,6 +109,13 @@ def _versions() -> dict[str, str]:
 
 
 
+def _tracing_health(servers: dict[str, InsightServer]) -> dict[str, Any]:
+    recorder = next((s.tracer for s in servers.values() if s.tracer is not None), None)
+    if recorder is None:
+        return {"enabled": False}
+    return {"enabled": True, "status": recorder.status, "written": recorder.written, "dropped": recorder.dropped}
+
+
 def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:
     """The HTTP app: each server at /<name>/mcp, /health, all behind Host/Origin checks and the token."""
     check_exposure(settings)
@@ -113,6 +141,7 @@ def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:
                 "backend": settings.backend,
                 "workspace": {"path": str(workspace), "exists": workspace.exists()},
                 "servers": {n: {"path": f"/{n}/mcp", "tools": len(await s.list_tools())} for n, s in servers.items()},
+                "tracing": _tracing_health(servers),
             }
         return JSONResponse(body)
 
@@ -121,8 +150,13 @@ def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:
         async with contextlib.AsyncExitStack() as stack:
             for server in servers.values():
                 await stack.enter_async_context(server.session_manager.run())
+                if server.tracer is not None:
+                    server.tracer.start()
             log.info("serving", servers=list(servers), host=settings.host, port=settings.port)
-            yield
+            try:
+                yield
+            finally:
+                await anyio.to_thread.run_sync(close_servers, servers)
 
     app = Starlette(routes=[Route("/health", health), *mounts], lifespan=lifespan)
     if settings.api_token is not None:

@@ -12,6 +12,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
+from insight_mcp.agents.core.tracing import SpanRecord, TraceRecorder
 from insight_mcp.agents.ingestion.backend import BackendError
 from insight_mcp.agents.ingestion.explore import InvalidArgument
 from insight_mcp.agents.security.compiler import RuleCompileError
@@ -21,6 +22,8 @@ from insight_mcp.agents.sql.guard import QueryRefused
 from insight_mcp.agents.untrusted import clean_value, fence
 
 log = structlog.get_logger("insight_mcp.tools")
+
+CALL_ID_META = "insight-mcp/call_id"  # in each answer's _meta: what feedback on this answer refers to
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -46,25 +49,43 @@ def respond(model: BaseModel, *, source: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=fence(data, source=source))], structured_content=data)
 
 
-def guarded(tool: str) -> Callable[[F], F]:
-    """Turn known failures into clear tool errors and unknown ones into a reference, never a traceback."""
+def guarded(
+    tool: str, *, server: str = "", tracer: Callable[[], TraceRecorder | None] | None = None
+) -> Callable[[F], F]:
+    """Turn known failures into clear tool errors and unknown ones into a reference, never a traceback; trace it.
+
+    Every call, answered or refused, is handed to the trace recorder (when there is one) as it ends: off the
+    request path, so MLflow being slow or down costs the caller nothing.
+    """
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         async def run(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, started_ns = time.perf_counter(), time.time_ns()
+            call_id = secrets.token_hex(8)
+            error: str | None = None
+            result: Any = None
             try:
                 result = await fn(*args, **kwargs)
-            except ToolError:
+            except ToolError as exc:
+                error = str(exc)
                 log.info("tool_refused", tool=tool)
                 raise
             except CALLER_ERRORS as exc:
+                error = str(exc)
                 log.info("tool_refused", tool=tool, error=type(exc).__name__, rule=getattr(exc, "rule", None))
-                raise ToolError(str(exc)) from None
-            except Exception:
+                raise ToolError(error) from None
+            except Exception as exc:
                 ref = secrets.token_hex(4)
+                error = f"internal error (reference {ref}): {type(exc).__name__}"
                 log.exception("tool_failed", tool=tool, ref=ref)
                 raise ToolError(f"internal error in {tool} (reference {ref}); the server log has the details") from None
+            finally:
+                recorder = tracer() if tracer is not None else None
+                if recorder is not None:
+                    recorder.record(_call_record(server, tool, call_id, kwargs, result, error, started_ns))
+            if isinstance(result, CallToolResult):
+                result.meta = {**(result.meta or {}), CALL_ID_META: call_id}
             log.info("tool_called", tool=tool, ms=round((time.perf_counter() - started) * 1000, 2))
             return result
 
@@ -73,3 +94,16 @@ def guarded(tool: str) -> Callable[[F], F]:
         return run  # type: ignore[return-value]
 
     return wrap
+
+
+def _call_record(
+    server: str, tool: str, call_id: str, arguments: dict[str, Any], result: Any, error: str | None, start_ns: int
+) -> SpanRecord:
+    """What MLflow keeps of one call: arguments, the answer, outcome and the tags to group by (sized by the writer)."""
+    outputs: Any = result.structured_content if isinstance(result, CallToolResult) else result
+    tags = {"insight.server": server, "insight.tool": tool, "insight.agent": server, "insight.call_id": call_id,
+            "insight.status": "error" if error else "ok"}
+    inputs = {k: v for k, v in arguments.items() if not k.startswith("_")}
+    return SpanRecord(name=tool, span_type="TOOL", inputs=inputs, outputs=outputs, start_ns=start_ns,
+                      end_ns=time.time_ns(), error=error, tags=tags)
+

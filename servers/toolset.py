@@ -28,6 +28,7 @@ from mcp_types import (
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from insight_mcp.agents.core.tracing import TraceRecorder
 from insight_mcp.servers.common import annotations, guarded
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,6 +67,7 @@ class InsightServer(MCPServer):
         self.open_world = open_world
         self.read_only = read_only
         self.declarations: dict[str, ToolDecl] = {}
+        self.tracer: TraceRecorder | None = None  # set by build_servers: one writer for every server in a process
         self._client_levels: OrderedDict[str, LoggingLevel] = OrderedDict()
         self._completers: dict[tuple[str, str], Completer] = {}
         self.middleware.append(self._refuse_unknown_names)
@@ -90,7 +92,8 @@ class InsightServer(MCPServer):
             self.declarations[name] = decl
             hints = annotations(title=title, read_only=not writes, destructive=destructive, idempotent=idempotent,
                                 open_world=self.open_world)
-            self.tool(name=name, title=title, annotations=hints)(guarded(name)(fn))
+            traced = guarded(name, server=self.name, tracer=lambda: self.tracer)(fn)
+            self.tool(name=name, title=title, annotations=hints)(traced)
             return fn
 
         return register

@@ -20,8 +20,11 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("INSIGHT_HOME", str(home))
     monkeypatch.setenv("TEXTGRAD_LOG_DIR", str(home / "logs"))
-    for var in ("INSIGHT_API_TOKEN", "INSIGHT_CONFIG", "INSIGHT_BACKEND", "INSIGHT_WORKSPACE_FILE"):
+    for var in ("INSIGHT_API_TOKEN", "INSIGHT_CONFIG", "INSIGHT_BACKEND", "INSIGHT_WORKSPACE_FILE",
+                "INSIGHT_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI", "INSIGHT_ALLOWED_HOSTS"):
         monkeypatch.delenv(var, raising=False)
+    # In-process servers trace only in the tests about tracing: a tracking store per test would cost seconds.
+    monkeypatch.setenv("INSIGHT_TRACING__ENABLED", "false")
     return home
 
 

@@ -58,8 +58,9 @@ class Inspector:
         if not isinstance(target, str):
             # Server arguments after `--`, so that --tool-arg's list ends and the CLI keeps its own --transport.
             command += ["--", "serve", "--server", target[0], "--transport", "stdio"]
-        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=180,
-                              start_new_session=True)
+        # A stdio server lives for one call here; tracing is covered elsewhere and would add its start-up per call.
+        env = self.env if isinstance(target, str) else {**self.env, "INSIGHT_TRACING__ENABLED": "false"}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, start_new_session=True)
         if done.returncode != 0:
             raise InspectorFailure(f"{tool}: exit {done.returncode}: {done.stderr.strip()[-1500:]}")
         result = json.loads(done.stdout)

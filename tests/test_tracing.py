@@ -1,0 +1,129 @@
+"""Every tool call becomes an MLflow trace in a real tracking store: none lost in a burst, failures marked ERROR,
+the tags the supervisor groups by, nothing in the working directory, and calls unaffected when MLflow is down."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from insight_mcp.agents.core.tracing import experiment_traces
+from insight_mcp.agents.settings import Settings, load_settings
+from insight_mcp.clients.client import ToolCallError, connect_in_process
+from insight_mcp.servers.app import build_servers, close_servers
+from insight_mcp.servers.common import CALL_ID_META
+
+
+def _settings(home: Path, workspace: Path, **tracing: Any) -> Settings:
+    return load_settings(home=home, workspace_file=workspace, tracing={"enabled": True, **tracing})
+
+
+def _traces(settings: Settings) -> list[Any]:
+    import mlflow
+
+    experiment = mlflow.MlflowClient(tracking_uri=settings.tracking_uri).get_experiment_by_name(
+        settings.tracing.experiment)
+    assert experiment is not None, "the tool-call experiment was never created"
+    assert experiment.artifact_location.startswith(settings.mlflow_artifacts.as_uri())
+    return experiment_traces(settings.tracking_uri, settings.tracing.experiment)
+
+
+def test_a_burst_of_2000_calls_leaves_2000_traces(
+    fixture_workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory
+    settings = _settings(tmp_path / "home", fixture_workspace)
+    server = build_servers(settings, ["system-tables"])["system-tables"]
+    refused = 0
+
+    async def burst() -> list[str]:
+        nonlocal refused
+        call_ids: list[str] = []
+        limiter = anyio.Semaphore(32)
+
+        async def one(client: Any, i: int) -> None:
+            nonlocal refused
+            async with limiter:
+                if i % 10 == 0:
+                    try:
+                        await client.call("run_query", {"sql": f"DROP TABLE system.access.audit -- {i}"})
+                    except ToolCallError:
+                        refused += 1
+                    return
+                answer = await client.raw.call_tool("describe_table", {"table": "system.access.audit"})
+                call_ids.append(answer.meta[CALL_ID_META])
+
+        async with connect_in_process(server) as client, anyio.create_task_group() as tg:
+            for i in range(2000):
+                tg.start_soon(one, client, i)
+        return call_ids
+
+    call_ids = anyio.run(burst)
+    assert refused == 200 and len(call_ids) == 1800
+    assert server.tracer is not None
+    assert server.tracer.flush(timeout=600), f"traces still queued; writer status: {server.tracer.status}"
+    traces = _traces(settings)
+    assert len(traces) == 2000, f"{2000 - len(traces)} traces lost"
+    states = {str(t.info.state).rsplit(".", 1)[-1] for t in traces if t.info.tags.get("insight.tool") == "run_query"}
+    assert states == {"ERROR"}
+    described = [t for t in traces if t.info.tags.get("insight.tool") == "describe_table"]
+    assert {t.info.tags["insight.call_id"] for t in described} == set(call_ids)
+    assert all(t.info.tags["insight.server"] == "system-tables" for t in traces)
+    assert not [p for p in os.listdir(tmp_path) if p != "home"], "MLflow wrote into the working directory"
+    close_servers({"system-tables": server})
+
+
+def test_a_failed_call_is_an_error_trace_with_its_reason(fixture_workspace: Path, tmp_path: Path) -> None:
+    import mlflow
+
+    settings = _settings(tmp_path / "home", fixture_workspace)
+    server = build_servers(settings, ["security"])["security"]
+
+    async def fail() -> None:
+        async with connect_in_process(server) as client:
+            with pytest.raises(ToolCallError):
+                await client.call("get_finding", {"finding_id": "f-nope"})
+
+    anyio.run(fail)
+    assert server.tracer is not None and server.tracer.flush(timeout=120)
+    (trace,) = _traces(settings)
+    assert str(trace.info.state).endswith("ERROR")
+    assert trace.info.tags["insight.tool"] == "get_finding" and trace.info.tags["insight.status"] == "error"
+    full = mlflow.MlflowClient(tracking_uri=settings.tracking_uri).get_trace(trace.info.trace_id)
+    (span,) = full.data.spans
+    assert span.inputs == {"finding_id": "f-nope"}
+    assert "no finding 'f-nope'" in span.attributes["error"]
+    close_servers({"security": server})
+
+
+def test_calls_keep_working_when_the_tracking_store_is_down(
+    fixture_workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from insight_mcp.clients.demo import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    settings = load_settings(home=tmp_path / "home", workspace_file=fixture_workspace, tracing={"enabled": True},
+                             mlflow_tracking_uri=f"http://user:secret@127.0.0.1:{free_port()}")
+    server = build_servers(settings, ["system-tables"])["system-tables"]
+
+    async def calls() -> list[Any]:
+        async with connect_in_process(server) as client:
+            return [await client.call("run_query", {"sql": "SELECT count(*) AS n FROM system.access.audit"})
+                    for _ in range(5)]
+
+    answers = anyio.run(calls)
+    assert [a.structured["rows"] for a in answers if a.structured] == [[[240]]] * 5
+    recorder = server.tracer
+    assert recorder is not None
+    deadline = time.monotonic() + 120
+    while not recorder.status.startswith("unavailable") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert recorder.status.startswith("unavailable"), recorder.status
+    assert "secret" not in recorder.status
+    assert recorder.flush(timeout=0.5) is False, "the records are kept for when the store is back"
+    close_servers({"system-tables": server}, timeout=0.5)
