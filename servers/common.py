@@ -8,10 +8,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
+from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
+from insight_mcp.agents.core.jobs import JobNotFound
 from insight_mcp.agents.core.tracing import SpanRecord, TraceRecorder
 from insight_mcp.agents.ingestion.backend import BackendError
 from insight_mcp.agents.ingestion.explore import InvalidArgument
@@ -29,7 +31,7 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 # Errors whose message is written for the caller: they go back as tool errors word for word.
 CALLER_ERRORS: tuple[type[Exception], ...] = (
-    InvalidArgument, QueryRefused, BackendError, SettingsError, RuleCompileError, RuleFileError,
+    InvalidArgument, QueryRefused, BackendError, SettingsError, RuleCompileError, RuleFileError, JobNotFound,
 )
 
 
@@ -103,7 +105,7 @@ def _call_record(
     outputs: Any = result.structured_content if isinstance(result, CallToolResult) else result
     tags = {"insight.server": server, "insight.tool": tool, "insight.agent": server, "insight.call_id": call_id,
             "insight.status": "error" if error else "ok"}
-    inputs = {k: v for k, v in arguments.items() if not k.startswith("_")}
+    inputs = {k: v for k, v in arguments.items() if not k.startswith("_") and not isinstance(v, Context)}
     return SpanRecord(name=tool, span_type="TOOL", inputs=inputs, outputs=outputs, start_ns=start_ns,
                       end_ns=time.time_ns(), error=error, tags=tags)
 
