@@ -110,14 +110,22 @@ def test_a_restart_marks_interrupted_jobs_failed_with_the_reason(tmp_path: Path)
     job = first.submit("forever", "alice", {}, forever)
     time.sleep(0.3)
     assert first.get(job.id, "alice").status == "running"
-    # The process dies here: nothing is closed. A new server on the same store starts.
-    second = JobRunner(store)
-    assert second.interrupted == 1
-    record = second.get(job.id, "alice")
+    # A second process on the same store (a stdio server beside `serve`) leaves a live runner's jobs alone.
+    neighbour = JobRunner(store)
+    assert neighbour.interrupted == 0 and neighbour.get(job.id, "alice").status == "running"
+    # The first process dies: its heartbeat stops, and nothing is closed. The next runner to start says so.
+    first._stopped.set()
+    with store.transaction() as conn:
+        conn.execute("UPDATE instances SET heartbeat_at = heartbeat_at - 3600 WHERE id = ?", (first.instance,))
+    restarted = JobRunner(store)
+    assert restarted.interrupted == 1
+    record = restarted.get(job.id, "alice")
     assert record.status == "failed" and record.error is not None and "interrupted" in record.error
     assert record.progress == 0.5, "how far it got is kept"
     first.close()
-    assert second.get(job.id, "alice").status == "failed", "the old instance's shutdown does not rewrite it"
+    assert restarted.get(job.id, "alice").status == "failed", "the old instance's shutdown does not rewrite it"
+    for runner in (neighbour, restarted):
+        runner.close()
 
 
 async def test_wait_reports_each_change_until_done(runner: JobRunner) -> None:

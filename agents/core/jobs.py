@@ -3,7 +3,9 @@
 A job runs on the runner's own event loop thread, so it outlives the request that started it, whatever transport
 served that request. Its record lives in the state store: status, progress, result or error. Handles are random
 and bound to the caller that started the job; another caller is told the job does not exist. A job that a restart
-interrupted is marked failed with the reason, never left `running`.
+interrupted is marked failed with the reason, never left `running`. Several processes may share one store (a stdio
+server for a desktop client beside `insight-mcp serve`): each runner beats a heartbeat into the store, and only
+the jobs of a runner whose heartbeat stopped are declared interrupted.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from insight_mcp.agents.core.state import StateStore
 from insight_mcp.agents.core.timestamps import UtcDateTime
 
 log = structlog.get_logger("insight_mcp.jobs")
+
+HEARTBEAT_SECONDS = 5.0
+DEAD_AFTER_SECONDS = 30.0  # a runner silent this long has stopped: its unfinished jobs never will finish
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -95,19 +100,38 @@ class JobRunner:
         self._portal_cm: Any = None
         self._portal: BlockingPortal | None = None
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._beat()
         self.interrupted = self._fail_interrupted()
+        self._heart = threading.Thread(target=self._heartbeat, name="insight-job-heartbeat", daemon=True)
+        self._heart.start()
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
+    def _beat(self) -> None:
+        with self.store.transaction() as conn:
+            conn.execute("INSERT INTO instances (id, heartbeat_at) VALUES (?, ?) ON CONFLICT (id) DO UPDATE "
+                         "SET heartbeat_at = excluded.heartbeat_at", (self.instance, time.time()))
+
+    def _heartbeat(self) -> None:
+        while not self._stopped.wait(HEARTBEAT_SECONDS):
+            try:
+                self._beat()
+                self._fail_interrupted()
+            except Exception as exc:  # a busy or vanished store must not kill the heartbeat
+                log.warning("job_heartbeat_failed", error=type(exc).__name__)
+
     def _fail_interrupted(self) -> int:
-        """Jobs another instance left queued or running can never finish: say so, with the reason."""
+        """Jobs whose runner stopped beating can never finish: say so, with the reason, keeping their progress."""
         reason = "interrupted: the server stopped or restarted before the job finished; start it again"
         with self.store.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET status = 'failed', error = ?, message = ?, finished_at = ? "
-                "WHERE status IN ('queued', 'running') AND instance != ?",
-                (reason, reason, _now(), self.instance),
+                "WHERE status IN ('queued', 'running') AND instance != ? AND instance NOT IN "
+                "(SELECT id FROM instances WHERE heartbeat_at >= ?)",
+                (reason, reason, _now(), self.instance, time.time() - DEAD_AFTER_SECONDS),
             )
+            conn.execute("DELETE FROM instances WHERE heartbeat_at < ?", (time.time() - 86_400,))
             return cursor.rowcount
 
     def _ensure_portal(self) -> BlockingPortal:
@@ -119,7 +143,8 @@ class JobRunner:
             return self._portal
 
     def close(self, timeout: float = 10.0) -> None:
-        """Cancel what still runs (its record says so) and stop the background loop."""
+        """Cancel what still runs (its record says so) and stop the background loop and the heartbeat."""
+        self._stopped.set()
         for job_id, future in list(self._futures.items()):
             if not future.done():
                 future.cancel()

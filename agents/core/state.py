@@ -28,6 +28,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_at);
+CREATE TABLE IF NOT EXISTS instances (
+    id TEXT PRIMARY KEY,
+    heartbeat_at REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
 """
 
