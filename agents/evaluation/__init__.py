@@ -1,0 +1,1 @@
+"""Evaluation: how good the detections and the written insights are, measured against labels and scorers."""
