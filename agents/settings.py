@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     lm_api_key: SecretStr | None = None
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    read_only: bool = Field(False, description="Leave every write tool out of every server (INSIGHT_READ_ONLY).")
 
     @field_validator("allowed_hosts", "allowed_origins", mode="before")
     @classmethod
@@ -127,6 +128,11 @@ class Settings(BaseSettings):
     def workspace_path(self) -> Path:
         """The embedded workspace file."""
         return self.workspace_file or self.home / "workspace.duckdb"
+
+    @property
+    def state_path(self) -> Path:
+        """The embedded store of state that survives restarts: jobs, and next the alert outbox."""
+        return self.home / "state.db"
 
     @property
     def mlflow_artifacts(self) -> Path:

@@ -22,6 +22,7 @@ from insight_mcp.agents.ingestion.backend import SystemTables
 from insight_mcp.agents.ingestion.engines import build_backend
 from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.version import VERSION
+from insight_mcp.servers.evaluation import build_evaluation_server
 from insight_mcp.servers.event_store import SessionEventStore, give_each_session_its_own_store
 from insight_mcp.servers.hosts import HostOriginMiddleware, allowed_hosts, allowed_origins, check_exposure
 from insight_mcp.servers.network import build_network_server
@@ -40,6 +41,7 @@ SERVER_FACTORIES: dict[str, ServerFactory] = {
     "system-tables": build_system_tables_server,
     "security": build_security_server,
     "network": build_network_server,
+    "evaluation": build_evaluation_server,
 }
 
 def build_servers(settings: Settings, names: list[str] | None = None) -> dict[str, InsightServer]:
@@ -69,6 +71,9 @@ def close_servers(servers: dict[str, InsightServer], timeout: float = 30.0) -> N
     recorders = {id(s.tracer): s.tracer for s in servers.values() if s.tracer is not None}
     for recorder in recorders.values():
         recorder.close(timeout)
+    for server in servers.values():
+        for close in server.closers:
+            close()
 
 
 class BearerTokenMiddleware:

@@ -13,8 +13,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
+from insight_mcp.agents.core.feedback import FeedbackError
 from insight_mcp.agents.core.jobs import JobNotFound
 from insight_mcp.agents.core.tracing import SpanRecord, TraceRecorder
+from insight_mcp.agents.evaluation.detections import LabelsError
+from insight_mcp.agents.evaluation.runs import EvaluationError
 from insight_mcp.agents.ingestion.backend import BackendError
 from insight_mcp.agents.ingestion.explore import InvalidArgument
 from insight_mcp.agents.security.compiler import RuleCompileError
@@ -40,7 +43,17 @@ def window_phrase(since: str | None) -> str:
 # Errors whose message is written for the caller: they go back as tool errors word for word.
 CALLER_ERRORS: tuple[type[Exception], ...] = (
     InvalidArgument, QueryRefused, BackendError, SettingsError, RuleCompileError, RuleFileError, JobNotFound,
+    LabelsError, EvaluationError, FeedbackError,
 )
+
+
+def describe_error(exc: BaseException) -> str:
+    """What a caller is told of a failure: its own message when written for a person, else a log reference."""
+    if isinstance(exc, CALLER_ERRORS):
+        return str(exc)
+    ref = secrets.token_hex(4)
+    log.error("job_failed", ref=ref, error=type(exc).__name__, exc_info=exc)
+    return f"internal error (reference {ref}); the server log has the details"
 
 
 def annotations(

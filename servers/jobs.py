@@ -2,8 +2,9 @@
 
 A server that starts jobs (evaluation, optimization) adds these with `add_job_tools(server, runner, "evaluation")`,
 which declares `get_evaluation_job`, `wait_for_evaluation_job`, `list_evaluation_jobs` and
-`cancel_evaluation_job`. A job belongs to its caller: the bearer token's holder over HTTP when a token is set,
-otherwise the MCP session (so two anonymous sessions never see each other's jobs), or the one client of stdio.
+`cancel_evaluation_job`. A job belongs to its caller, told apart by credentials: the bearer token's holder when
+`serve` requires a token. Without one the server answers only this machine (`serve` refuses a public address
+without a token), and every local client is the same caller, so a client that reconnects still finds its jobs.
 """
 
 # No `from __future__ import annotations` here: the tools' argument descriptions are built from `noun` at definition.
@@ -28,19 +29,23 @@ class JobList(BaseModel):
 
 
 def caller_of(ctx: Context[Any, Any]) -> str:
-    """Who is calling, for binding jobs: a token's holder, else the HTTP session, else the stdio client."""
+    """Who is calling, for binding jobs: the holder of the bearer token, else this machine's clients."""
     headers = ctx.headers or {}
     authorization = headers.get("authorization", "")
     if authorization.lower().startswith("bearer "):
         return "token:" + hashlib.sha256(authorization[7:].strip().encode()).hexdigest()[:24]
-    session = headers.get("mcp-session-id")
-    return f"session:{session}" if session else "local"
+    return "local"
 
 
-def add_job_tools(server: InsightServer, runner: JobRunner, noun: str, *, source: str) -> None:
-    """Declare the four job tools for jobs of one kind (`noun`), answering from `runner`."""
+def add_job_tools(
+    server: InsightServer, runner: JobRunner, noun: str, *, source: str, example_from: dict[str, str] | None = None
+) -> None:
+    """Declare the four job tools for jobs of one kind (`noun`), answering from `runner`.
+
+    `example_from` names the tool whose answer gives the docs example a live job id (the tool that starts one).
+    """
     example = {"job_id": "job-4Zq1b7W0c9Yd2Xe5Vf8Ug3Th"}
-    example_from = {"job_id": f"list_{noun}_jobs:/jobs/0/id"}
+    example_from = example_from or {"job_id": f"list_{noun}_jobs:/jobs/0/id"}
 
     @server.declare(f"get_{noun}_job", title=f"Get a {noun} job", example=example, example_from=example_from)
     async def get_job(
@@ -51,8 +56,8 @@ def add_job_tools(server: InsightServer, runner: JobRunner, noun: str, *, source
         """
         return respond(runner.get(job_id.strip(), caller_of(ctx)), source=source)
 
-    @server.declare(f"wait_for_{noun}_job", title=f"Wait for a {noun} job", example=example,
-                    example_from=example_from)
+    @server.declare(f"wait_for_{noun}_job", title=f"Wait for a {noun} job",
+                    example={**example, "timeout_seconds": 120}, example_from=example_from)
     async def wait_for_job(
         job_id: Annotated[str, Field(description=f"The handle a {noun} tool returned.")], ctx: Context,
         timeout_seconds: Annotated[int, Field(ge=1, le=MAX_WAIT_SECONDS, description="Longest wait.")] = 60,

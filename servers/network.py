@@ -32,7 +32,8 @@ def build_network_server(settings: Settings, backend: SystemTables) -> InsightSe
     lists = analysis.load_reference_lists()
     trusted = settings.detections.suppression.trusted_cidrs
     limits = settings.query
-    server = InsightServer(NAME, version=VERSION, instructions=INSTRUCTIONS, open_world=backend.kind != "duckdb")
+    server = InsightServer(NAME, version=VERSION, instructions=INSTRUCTIONS, open_world=backend.kind != "duckdb",
+                           read_only=settings.read_only)
 
 
     @server.declare("external_ips", title="External IP inventory", example={"top": 20})

@@ -61,7 +61,8 @@ class DetectionResult(BaseModel):
 def build_security_server(settings: Settings, backend: SystemTables) -> InsightServer:
     """One security server over one workspace and detection config."""
     agent = SecurityAgent(settings, backend)
-    server = InsightServer(NAME, version=VERSION, instructions=INSTRUCTIONS, open_world=False)
+    server = InsightServer(NAME, version=VERSION, instructions=INSTRUCTIONS, open_world=False,
+                           read_only=settings.read_only)
 
     def catalog(category: str | None = None) -> RuleList:
         config = settings.detections

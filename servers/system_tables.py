@@ -46,7 +46,8 @@ def build_system_tables_server(settings: Settings, backend: SystemTables | None 
     engine = backend or build_backend(settings)
     limits = settings.query
     open_world = engine.kind != "duckdb"
-    server = InsightServer(NAME, version=VERSION, instructions=INSTRUCTIONS, open_world=open_world)
+    server = InsightServer(NAME, version=VERSION, instructions=INSTRUCTIONS, open_world=open_world,
+                           read_only=settings.read_only)
 
 
     @server.declare("list_tables", title="List system tables")

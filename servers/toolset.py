@@ -68,6 +68,7 @@ class InsightServer(MCPServer):
         self.read_only = read_only
         self.declarations: dict[str, ToolDecl] = {}
         self.tracer: TraceRecorder | None = None  # set by build_servers: one writer for every server in a process
+        self.closers: list[Callable[[], None]] = []  # what to stop when serving ends (job runners)
         self._client_levels: OrderedDict[str, LoggingLevel] = OrderedDict()
         self._completers: dict[tuple[str, str], Completer] = {}
         self.middleware.append(self._refuse_unknown_names)

@@ -13,13 +13,14 @@ import pytest
 from insight_mcp.agents.evaluation.detections import (
     IncidentLabel,
     LabelsError,
-    labels_from_workspace,
+    labels_from_backend,
     read_labels_file,
     score_detections,
 )
+from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
 from insight_mcp.agents.security.engine import DetectionEngine
 from insight_mcp.agents.security.model import Evidence, Finding
-from insight_mcp.agents.settings import DetectionSettings
+from insight_mcp.agents.settings import DetectionSettings, QueryLimits
 
 T = dt.datetime(2026, 11, 10, 12)
 EXTERNAL = Path(__file__).parent / "data" / "external_export" / "labels.json"
@@ -89,13 +90,24 @@ def test_malformed_labels_files_say_where(tmp_path: Path, content: str, message:
         read_labels_file(tmp_path / "missing.json")
 
 
+def _labels(workspace: Path) -> list[IncidentLabel]:
+    async def read() -> list[IncidentLabel]:
+        backend = DuckDBSystemTables(workspace)
+        try:
+            return await labels_from_backend(backend, QueryLimits())
+        finally:
+            await backend.close()
+
+    return anyio.run(read)
+
+
 def test_a_workspace_without_labels_says_so(fixture_workspace: Path) -> None:
     with pytest.raises(LabelsError, match="only a workspace made by `insight-mcp workspace generate`"):
-        labels_from_workspace(fixture_workspace)
+        _labels(fixture_workspace)
 
 
 def test_the_generated_estate_scores_from_its_own_labels(demo_workspace: Path) -> None:
-    labels = labels_from_workspace(demo_workspace)
+    labels = _labels(demo_workspace)
     assert labels and json.loads(labels[0].model_dump_json())["first_seen"].endswith("Z")
     since = min(lab.first_seen for lab in labels) - dt.timedelta(hours=1)
     engine = DetectionEngine(demo_workspace, DetectionSettings())
@@ -107,3 +119,18 @@ def test_the_generated_estate_scores_from_its_own_labels(demo_workspace: Path) -
     assert scores.overall.incidents_found + scores.overall.incidents_missed == len(labels)
     assert scores.overall.recall is not None and scores.overall.recall >= 0.8, [m.id for m in scores.missed]
     assert sum(s.incidents_found for s in scores.by_category.values()) == scores.overall.incidents_found
+
+
+def test_an_evaluation_is_kept_even_when_mlflow_is_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from insight_mcp.agents.evaluation.service import DetectionEvaluation, log_evaluation
+    from insight_mcp.agents.settings import load_settings
+    from insight_mcp.clients.demo import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    settings = load_settings(home=tmp_path, mlflow_tracking_uri=f"http://ops:s3cret@127.0.0.1:{free_port()}")
+    evaluation = DetectionEvaluation(labels_source="generated", since=T, until=T + dt.timedelta(days=1),
+                                     min_severity="medium", rules_run=1, scores=score_detections([], []),
+                                     tracking="pending")
+    run_id, tracking = log_evaluation(settings, evaluation)
+    assert run_id is None and tracking.startswith("skipped: ") and "s3cret" not in tracking

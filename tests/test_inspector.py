@@ -16,13 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from node_tools import INSPECTOR_CLI, require, system_node
 from serve_process import EXE, Served, serve
-from test_tool_answers import pointer
+from test_tool_answers import from_answer
 
 from insight_mcp.agents.settings import load_settings
-from insight_mcp.servers.app import SERVER_FACTORIES, build_servers
+from insight_mcp.clients.client import connect_in_process
+from insight_mcp.servers.app import SERVER_FACTORIES, build_servers, close_servers
 from insight_mcp.servers.toolset import InsightServer
 
 pytestmark = pytest.mark.e2e
@@ -70,18 +72,42 @@ class Inspector:
 
 
 def resolved_examples(server: InsightServer, call: Any) -> list[tuple[str, dict[str, Any]]]:
-    """Every tool with its docs example, placeholders filled from what the named source tool answered."""
+    """Every tool with its docs example, placeholders filled (recursively) from what their source tools answered."""
     answers: dict[str, dict[str, Any]] = {}
-    out = []
-    for name, decl in sorted(server.declarations.items()):
+
+    def args_for(tool: str) -> dict[str, Any]:
+        decl = server.declarations[tool]
         args = dict(decl.example)
         for arg, source in decl.example_from.items():
             source_tool, path = source.split(":", 1)
             if source_tool not in answers:
-                answers[source_tool] = call(source_tool, server.declarations[source_tool].example)
-            args[arg] = pointer(answers[source_tool]["structuredContent"], path)
-        out.append((name, args))
-    return out
+                answers[source_tool] = call(source_tool, args_for(source_tool))
+            args[arg] = from_answer(answers[source_tool], path)
+        return args
+
+    return [(name, args_for(name)) for name in sorted(server.declarations)]
+
+
+def in_process_caller(server: InsightServer) -> Any:
+    """Calls a server object in this process: how the stdio test fills examples that need a live job or trace.
+
+    A stdio server lives for one call, so a job it starts dies with it; this process's server shares the state
+    store and tracking store (one INSIGHT_HOME), and its jobs live as long as the test.
+    """
+
+    def call(tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        async def once() -> dict[str, Any]:
+            async with connect_in_process(server) as client:
+                result = await client.raw.call_tool(tool, args)
+            assert not result.is_error, f"{tool}: {result.content}"
+            return result.model_dump(mode="json", by_alias=True)
+
+        answer = anyio.run(once)
+        if server.tracer is not None:  # a stdio call may rate this answer: its trace must be in the store first
+            assert server.tracer.flush(300.0), server.tracer.status
+        return answer
+
+    return call
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +116,21 @@ def declared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, InsightServe
 
 
 @pytest.fixture(scope="module")
-def inspector(demo_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Inspector:
-    return Inspector(tmp_path_factory.mktemp("home"), demo_workspace)
+def inspector_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def inspector(demo_workspace: Path, inspector_home: Path) -> Inspector:
+    return Inspector(inspector_home, demo_workspace)
+
+
+@pytest.fixture(scope="module")
+def local_servers(demo_workspace: Path, inspector_home: Path) -> Iterator[dict[str, InsightServer]]:
+    settings = load_settings(home=inspector_home, workspace_file=demo_workspace, tracing={"enabled": True})
+    servers = build_servers(settings)
+    yield servers
+    close_servers(servers)
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +169,12 @@ def test_every_tool_answers_in_the_inspector_over_http(
 
 @pytest.mark.parametrize("server", list(SERVER_FACTORIES))
 def test_every_tool_answers_in_the_inspector_over_stdio(
-    server: str, inspector: Inspector, declared: dict[str, InsightServer]
+    server: str, inspector: Inspector, local_servers: dict[str, InsightServer]
 ) -> None:
     def call(tool: str, args: dict[str, Any]) -> dict[str, Any]:
         return inspector.call((server, "stdio"), tool, args)
 
-    calls = resolved_examples(declared[server], call)
+    calls = resolved_examples(local_servers[server], in_process_caller(local_servers[server]))
     assert _run_all(calls, call, workers=3) == []
 
 

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import anyio
 import jsonschema
 import pytest
 
@@ -23,10 +24,18 @@ FENCED = re.compile(r"<(untrusted-[0-9a-f]{16})>\n(.*)\n</\1>\Z", re.S)
 
 
 def pointer(document: Any, path: str) -> Any:
-    """Resolve a JSON pointer such as /findings/0/id."""
+    """Resolve a JSON pointer such as /findings/0/id (`~1` stands for `/` within a key)."""
     for part in path.lstrip("/").split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
         document = document[int(part)] if isinstance(document, list) else document[part]
     return document
+
+
+def from_answer(answer: dict[str, Any], path: str) -> Any:
+    """A value from a tool's answer: `/_meta/...` reads the answer's _meta, anything else its structured content."""
+    if path.startswith("/_meta/"):
+        return pointer(answer["_meta"], path.removeprefix("/_meta"))
+    return pointer(answer["structuredContent"], path)
 
 
 async def example_arguments(server: InsightServer, client: InsightClient, tool: str) -> dict[str, Any]:
@@ -35,8 +44,13 @@ async def example_arguments(server: InsightServer, client: InsightClient, tool: 
     args = dict(decl.example)
     for arg, source in decl.example_from.items():
         source_tool, path = source.split(":", 1)
-        answer = await client.call(source_tool, await example_arguments(server, client, source_tool))
-        args[arg] = pointer(answer.structured, path)
+        result = await client.raw.call_tool(source_tool, await example_arguments(server, client, source_tool))
+        assert not result.is_error, f"{source_tool} failed while filling {tool}'s example: {result.content}"
+        answer = result.model_dump(mode="json", by_alias=True)
+        args[arg] = from_answer(answer, path)
+        if path.startswith("/_meta/") and server.tracer is not None:
+            # The call id names a trace; what rates or reads it needs that trace in the store first.
+            assert await anyio.to_thread.run_sync(server.tracer.flush, 300.0), server.tracer.status
     return args
 
 
@@ -49,7 +63,8 @@ def validator_for(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
 
 @pytest.fixture(scope="module")
 def servers(demo_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, InsightServer]:
-    settings = load_settings(home=tmp_path_factory.mktemp("home"), workspace_file=demo_workspace)
+    settings = load_settings(home=tmp_path_factory.mktemp("home"), workspace_file=demo_workspace,
+                             tracing={"enabled": True})  # rate_answer rates a traced answer
     return build_servers(settings)
 
 

@@ -58,3 +58,14 @@ async def test_docs_are_generated_from_the_live_schemas() -> None:
         page = docs / file_name
         assert page.exists(), f"docs/{file_name} is missing: run `make docs`"
         assert page.read_text(encoding="utf-8") == text, f"docs/{file_name} is stale: run `make docs`"
+
+
+async def test_read_only_mode_exposes_no_write_tool(tmp_path: Path) -> None:
+    writable = {name: {t.name for t in await s.list_tools() if not t.annotations.read_only_hint}
+                for name, s in build_servers(load_settings(home=tmp_path)).items()}
+    assert writable["evaluation"] >= {"evaluate_detections", "rate_answer", "cancel_evaluation_job"}
+    locked = build_servers(load_settings(home=tmp_path, read_only=True))
+    for name, server in locked.items():
+        tools = await server.list_tools()
+        assert tools and all(t.annotations.read_only_hint for t in tools), name
+        assert not writable[name] & {t.name for t in tools}, f"{name} still offers a write tool"

@@ -46,11 +46,12 @@ def rate_call(
     if comment is not None and len(comment) > 4000:
         raise FeedbackError("comment must be at most 4000 characters")
     try:
-        import mlflow
         from mlflow.entities import AssessmentSource, Feedback
         from mlflow.tracing.client import TracingClient
 
-        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        from insight_mcp.agents.core.mlflow_store import open_client
+
+        client = open_client(tracking_uri)
         found = client.get_experiment_by_name(experiment)
         trace = _find(client, found.experiment_id, call_id, wait_seconds) if found is not None else None
         if trace is None:

@@ -88,10 +88,11 @@ class JobRunner:
     """Runs jobs on a background event loop and keeps their records in the state store."""
 
     def __init__(
-        self, store: StateStore, *, describe_error: Callable[[BaseException], str] | None = None,
-        max_running: int = 4,
+        self, store: StateStore | Callable[[], StateStore], *,
+        describe_error: Callable[[BaseException], str] | None = None, max_running: int = 4,
     ) -> None:
-        self.store = store
+        self._store_source = store
+        self._store: StateStore | None = store if isinstance(store, StateStore) else None
         self.instance = secrets.token_hex(8)
         self._describe_error = describe_error or _default_error
         self._limiter: anyio.CapacityLimiter | None = None
@@ -101,12 +102,35 @@ class JobRunner:
         self._portal: BlockingPortal | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._beat()
-        self.interrupted = self._fail_interrupted()
-        self._heart = threading.Thread(target=self._heartbeat, name="insight-job-heartbeat", daemon=True)
-        self._heart.start()
+        self._started = False
+        self._interrupted = 0
 
     # --- lifecycle -------------------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> StateStore:
+        """The state store, opened on first use: a server that never runs a job never creates one."""
+        self._start()
+        assert self._store is not None
+        return self._store
+
+    @property
+    def interrupted(self) -> int:
+        """How many jobs of stopped runners this runner declared interrupted when it started."""
+        self._start()
+        return self._interrupted
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            if self._store is None:
+                source = self._store_source
+                self._store = source() if callable(source) else source
+            self._started = True
+        self._beat()
+        self._interrupted = self._fail_interrupted()
+        threading.Thread(target=self._heartbeat, name="insight-job-heartbeat", daemon=True).start()
 
     def _beat(self) -> None:
         with self.store.transaction() as conn:

@@ -54,8 +54,10 @@ class Writer:
     def connect(self) -> None:
         import mlflow
 
+        from insight_mcp.agents.core.mlflow_store import open_client
+
         mlflow.set_tracking_uri(self.tracking_uri)
-        client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
+        client = open_client(self.tracking_uri)
         found = client.get_experiment_by_name(self.experiment)
         if found is None:
             self.artifacts.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,9 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from insight_mcp.agents.core.timestamps import UtcDateTime
+from insight_mcp.agents.ingestion.backend import BackendError, Statement, SystemTables
 from insight_mcp.agents.security.model import CATEGORIES, SEVERITY_RANK, Finding
+from insight_mcp.agents.settings import QueryLimits
 
 SLACK = dt.timedelta(days=1)
 
@@ -164,20 +166,17 @@ def read_labels_file(path: Path) -> list[IncidentLabel]:
     return labels
 
 
-def labels_from_workspace(workspace: Path) -> list[IncidentLabel]:
-    """The generator's labels, as incidents."""
-    import duckdb
-
-    from insight_mcp.agents.ingestion.generator import read_labels
-
+async def labels_from_backend(backend: SystemTables, limits: QueryLimits) -> list[IncidentLabel]:
+    """The generator's labels (`labels.scenarios`), read through the workspace's own backend, as incidents."""
+    sql = ("SELECT scenario_id AS id, category, principal, workspace_id, first_seen, last_seen, description "
+           "FROM labels.scenarios ORDER BY scenario_id")
     try:
-        scenarios = read_labels(workspace)
-    except duckdb.Error as exc:
-        raise LabelsError(f"{workspace} has no readable labels ({type(exc).__name__}): only a workspace made by "
+        result = await backend.execute(Statement(databricks_sql=sql), max_rows=100_000, max_chars=50_000_000,
+                                       timeout_seconds=limits.timeout_seconds)
+    except BackendError as exc:
+        raise LabelsError(f"this workspace has no readable labels ({str(exc)[:200]}): only a workspace made by "
                           "`insight-mcp workspace generate` carries them; give a labels file instead") from None
-    return [IncidentLabel(id=s.scenario_id, category=s.category, principal=s.principal, first_seen=s.first_seen,
-                          last_seen=s.last_seen, workspace_id=s.workspace_id, description=s.description)
-            for s in scenarios]
+    return [IncidentLabel.model_validate(record) for record in result.records()]
 
 
 def _name(item: Any) -> str:
