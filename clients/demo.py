@@ -129,3 +129,8 @@ def run_demo(settings: Settings, console: Console) -> None:
     console.print("  insight-mcp config claude               # Claude Desktop config (stdio)")
     console.print("  insight-mcp config claude --transport http   # Claude Code / remote clients")
     console.print("  claude mcp add --transport http insight-system-tables http://127.0.0.1:8765/system-tables/mcp")
+    if settings.tracing.enabled:
+        experiment = settings.tracing.experiment
+        console.print(f"\nEvery call above is an MLflow trace (experiment {experiment}); to browse them:")
+        console.print(f"  mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000", highlight=False,
+                      markup=False)

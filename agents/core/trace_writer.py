@@ -56,6 +56,7 @@ class Writer:
 
         from insight_mcp.agents.core.mlflow_store import open_client
 
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # MLflow sets its own level when imported
         mlflow.set_tracking_uri(self.tracking_uri)
         client = open_client(self.tracking_uri)
         found = client.get_experiment_by_name(self.experiment)
