@@ -155,3 +155,22 @@ def test_a_failed_transaction_leaves_nothing_half_written(tmp_path: Path) -> Non
     with store.transaction() as conn:
         assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
     assert StateStore(tmp_path / "state.db").path.exists(), "opening an existing store again is harmless"
+
+
+def test_closing_with_a_job_running_ends_promptly_and_says_so(tmp_path: Path) -> None:
+    """The job's own cancellation writes its end while close() stops the loop: neither may wait on the other."""
+    import threading
+
+    runner = JobRunner(StateStore(tmp_path / "state.db"))
+
+    async def forever(progress: Progress) -> None:
+        await anyio.sleep(3600)
+
+    for _ in range(3):
+        runner.submit("forever", "alice", {}, forever)
+    time.sleep(0.3)
+    closer = threading.Thread(target=runner.close, daemon=True)
+    closer.start()
+    closer.join(timeout=60)
+    assert not closer.is_alive(), "close() deadlocked with its own jobs"
+    assert {j.status for j in JobRunner(StateStore(tmp_path / "state.db")).list("alice")} == {"cancelled"}

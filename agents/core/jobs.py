@@ -121,6 +121,8 @@ class JobRunner:
         return self._interrupted
 
     def _start(self) -> None:
+        if self._started:  # no lock on the common path: a job finishing during close() must not wait on it
+            return
         with self._lock:
             if self._started:
                 return
@@ -173,10 +175,10 @@ class JobRunner:
             if not future.done():
                 future.cancel()
                 self._finish(job_id, "cancelled", message="cancelled: the server is shutting down")
-        with self._lock:
-            if self._portal_cm is not None:
-                self._portal_cm.__exit__(None, None, None)
-                self._portal_cm = self._portal = None
+        with self._lock:  # take the portal, then stop it outside the lock: its jobs write their end on the way out
+            portal_cm, self._portal_cm, self._portal = self._portal_cm, None, None
+        if portal_cm is not None:
+            portal_cm.__exit__(None, None, None)
 
     # --- the caller's side -----------------------------------------------------------------------------------
 
