@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from insight_mcp.agents.core.trace_writer import without_credentials
+from insight_mcp.agents.core.mlflow_store import open_client, unreachable
 
 RATING = "rating"
 
@@ -49,8 +49,6 @@ def rate_call(
         from mlflow.entities import AssessmentSource, Feedback
         from mlflow.tracing.client import TracingClient
 
-        from insight_mcp.agents.core.mlflow_store import open_client
-
         client = open_client(tracking_uri)
         found = client.get_experiment_by_name(experiment)
         trace = _find(client, found.experiment_id, call_id, wait_seconds) if found is not None else None
@@ -67,9 +65,7 @@ def rate_call(
     except FeedbackError:
         raise
     except Exception as exc:
-        reason = without_credentials(f"{type(exc).__name__}: {str(exc)[:300]}")
-        raise FeedbackError(f"the MLflow tracking store could not be reached ({reason}); check "
-                            "MLFLOW_TRACKING_URI or INSIGHT_MLFLOW_TRACKING_URI and try again") from None
+        raise FeedbackError(unreachable(exc)) from None
     tags = trace.info.tags
     return RatingReceipt(call_id=call_id, trace_id=trace.info.trace_id, server=tags.get("insight.server"),
                          tool=tags.get("insight.tool"), rating=rating, comment=comment, rated_by=rated_by,

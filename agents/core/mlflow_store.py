@@ -9,9 +9,37 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+UNREACHABLE_HINT = "check MLFLOW_TRACKING_URI or INSIGHT_MLFLOW_TRACKING_URI and try again"
+
+
+def without_credentials(text: str) -> str:
+    """Any URL in the text with its user and password removed: MLflow's errors quote the tracking URI whole."""
+    return _CREDENTIALS.sub(r"\g<scheme>", text)
+
+
+def failure(exc: BaseException) -> str:
+    """An MLflow failure in one line a person can read, with no credentials in it."""
+    return without_credentials(f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+def unreachable(exc: BaseException) -> str:
+    """What to tell a person when the tracking store failed them."""
+    return f"the MLflow tracking store could not be reached ({failure(exc)}); {UNREACHABLE_HINT}"
+
+
+def experiment_id(client: Any, name: str, artifacts: Path) -> str:
+    """The experiment's id, creating it with its artifacts under `artifacts` (never the working directory)."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return str(client.create_experiment(name, artifact_location=artifacts.as_uri()))
 
 
 @contextlib.contextmanager

@@ -16,25 +16,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from insight_mcp.agents.core.mlflow_store import experiment_id, failure, open_client
 
 # MLflow reads these when its exporter starts; beyond them it drops traces without a word.
 MLFLOW_QUEUE_LIMITS = {
     "MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE": "100000",
     "MLFLOW_TRACE_BUFFER_MAX_SIZE": "100000",
 }
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-
-
-def without_credentials(text: str) -> str:
-    """Any URL in the text with its user and password removed: MLflow's errors quote the tracking URI whole."""
-    return _CREDENTIALS.sub(r"\g<scheme>", text)
-
-
 def say(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
@@ -54,17 +47,9 @@ class Writer:
     def connect(self) -> None:
         import mlflow
 
-        from insight_mcp.agents.core.mlflow_store import open_client
-
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # MLflow sets its own level when imported
         mlflow.set_tracking_uri(self.tracking_uri)
-        client = open_client(self.tracking_uri)
-        found = client.get_experiment_by_name(self.experiment)
-        if found is None:
-            self.artifacts.mkdir(parents=True, exist_ok=True)
-            self.experiment_id = client.create_experiment(self.experiment, artifact_location=self.artifacts.as_uri())
-        else:
-            self.experiment_id = found.experiment_id
+        self.experiment_id = experiment_id(open_client(self.tracking_uri), self.experiment, self.artifacts)
         self.mlflow = mlflow
         say({"status": "ready"})
 
@@ -94,7 +79,7 @@ def serve(writer: Writer, retry_seconds: float) -> None:
         writer.connect()  # MLflow's import and the store's migrations happen now, before the first call
     except Exception as exc:
         unavailable = True
-        say({"status": "unavailable: " + without_credentials(f"{type(exc).__name__}: {str(exc)[:300]}")})
+        say({"status": "unavailable: " + failure(exc)})
     for line in sys.stdin:
         message = json.loads(line)
         if "flush" in message:
@@ -112,7 +97,7 @@ def serve(writer: Writer, retry_seconds: float) -> None:
             except Exception as exc:
                 writer.mlflow = None
                 unavailable = True
-                say({"status": "unavailable: " + without_credentials(f"{type(exc).__name__}: {str(exc)[:300]}")})
+                say({"status": "unavailable: " + failure(exc)})
                 time.sleep(delay)
                 delay = min(delay * 2, 300.0)
     writer.flush()

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import structlog
 
-from insight_mcp.agents.core.trace_writer import without_credentials
+from insight_mcp.agents.core.mlflow_store import without_credentials
 
 log = structlog.get_logger("insight_mcp.tracing")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from insight_mcp.agents.core.mlflow_store import open_client, unreachable
 from insight_mcp.agents.core.timestamps import UtcDateTime
-from insight_mcp.agents.core.trace_writer import without_credentials
 from insight_mcp.agents.evaluation.service import EXPERIMENT, DetectionEvaluation
 from insight_mcp.agents.settings import Settings
 
@@ -39,14 +39,10 @@ class StoredEvaluation(BaseModel):
 
 def _client(settings: Settings) -> tuple[Any, str | None]:
     try:
-        from insight_mcp.agents.core.mlflow_store import open_client
-
         client = open_client(settings.tracking_uri)
         found = client.get_experiment_by_name(EXPERIMENT)
     except Exception as exc:
-        reason = without_credentials(f"{type(exc).__name__}: {str(exc)[:300]}")
-        raise EvaluationError(f"the MLflow tracking store could not be reached ({reason}); check "
-                              "MLFLOW_TRACKING_URI or INSIGHT_MLFLOW_TRACKING_URI") from None
+        raise EvaluationError(unreachable(exc)) from None
     return client, (found.experiment_id if found is not None else None)
 
 

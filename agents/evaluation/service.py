@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from insight_mcp.agents.core.mlflow_store import experiment_id, failure, open_client
 from insight_mcp.agents.core.timestamps import UtcDateTime
-from insight_mcp.agents.core.trace_writer import without_credentials
 from insight_mcp.agents.evaluation.detections import (
     DetectionScores,
     IncidentLabel,
@@ -84,17 +84,9 @@ async def evaluate_detections(
 def log_evaluation(settings: Settings, evaluation: DetectionEvaluation) -> tuple[str | None, str]:
     """One MLflow run for one evaluation; (run id, 'logged') or (None, why it was skipped)."""
     try:
-        from insight_mcp.agents.core.mlflow_store import open_client
-
         client = open_client(settings.tracking_uri)
-        found = client.get_experiment_by_name(EXPERIMENT)
-        if found is None:
-            location = settings.mlflow_artifacts / EXPERIMENT
-            location.mkdir(parents=True, exist_ok=True)
-            experiment_id = client.create_experiment(EXPERIMENT, artifact_location=location.as_uri())
-        else:
-            experiment_id = found.experiment_id
-        run = client.create_run(experiment_id, run_name=f"detections {evaluation.labels_source}",
+        experiment = experiment_id(client, EXPERIMENT, settings.mlflow_artifacts / EXPERIMENT)
+        run = client.create_run(experiment, run_name=f"detections {evaluation.labels_source}",
                                 tags={"insight.kind": "detection_evaluation", "insight.version": VERSION})
         run_id = run.info.run_id
         for key, value in {"labels": evaluation.labels_source, "since": evaluation.since.isoformat(),
@@ -110,4 +102,4 @@ def log_evaluation(settings: Settings, evaluation: DetectionEvaluation) -> tuple
         client.set_terminated(run_id)
         return run_id, "logged"
     except Exception as exc:
-        return None, "skipped: " + without_credentials(f"{type(exc).__name__}: {str(exc)[:300]}")
+        return None, "skipped: " + failure(exc)
