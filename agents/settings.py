@@ -59,6 +59,66 @@ class TracingSettings(BaseModel):
     queue_size: int = Field(100_000, ge=100, description="Calls waiting to be written before any is dropped.")
 
 
+class ReportSettings(BaseModel):
+    """Where `analyze` writes its reports, in which formats, from which templates."""
+
+    out_dir: Path | None = Field(None, description="Report folder; default $INSIGHT_HOME/reports.")
+    formats: Annotated[list[Literal["md", "json", "html"]], NoDecode] = Field(
+        default_factory=lambda: ["md", "json", "html"], description="Comma-separated: md, json, html."
+    )
+    templates_dir: Path | None = Field(
+        None, description="A folder of Jinja2 templates (report.md.j2, report.html.j2) replacing the built-in ones."
+    )
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class SmtpSettings(BaseModel):
+    """An SMTP relay that alert emails go through."""
+
+    host: str | None = Field(None, description="SMTP server; email alerts are off while unset.")
+    port: int = Field(25, ge=1, le=65535)
+    starttls: bool = Field(False, description="Upgrade the connection with STARTTLS before sending.")
+    ssl: bool = Field(False, description="Connect with implicit TLS (usually port 465).")
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = "insight-mcp@localhost"
+    recipients: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated.")
+    timeout_seconds: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("recipients", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class WebhookSettings(BaseModel):
+    """An HTTP endpoint that receives alerts as JSON."""
+
+    url: str | None = Field(None, description="Webhook URL; webhook alerts are off while unset.")
+    format: Literal["slack", "json"] = Field("json", description="slack: Slack-compatible blocks; json: generic.")
+    secret: SecretStr | None = Field(None, description="Signs each body with HMAC-SHA256 (X-Insight-Signature).")
+    timeout_seconds: float = Field(10.0, gt=0, le=300)
+
+
+class AlertSettings(BaseModel):
+    """Which findings become alerts, where they go, and how undeliverable ones are retried."""
+
+    enabled: bool = True
+    min_severity: Literal["info", "low", "medium", "high", "critical"] = "high"
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    max_attempts: int = Field(12, ge=1, le=1000, description="Delivery attempts before an alert is given up.")
+    backoff_seconds: float = Field(30.0, gt=0, description="First retry delay; doubles each attempt, capped at 1 h.")
+
+
 class Settings(BaseSettings):
     """Everything the suite reads from its environment: paths, backend, limits, serving and the LM."""
 
@@ -93,9 +153,19 @@ class Settings(BaseSettings):
         description="MLflow tracking store: a local database by default, a `mlflow server` URL, or `databricks`.",
     )
     tracing: TracingSettings = Field(default_factory=TracingSettings)
-    lm_model: str | None = Field(None, description="LiteLLM model name, e.g. openai/gpt-4o-mini.")
-    lm_api_base: str | None = None
-    lm_api_key: SecretStr | None = None
+    reports: ReportSettings = Field(default_factory=ReportSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    lm_model: str | None = Field(
+        None,
+        validation_alias=AliasChoices("INSIGHT_LM", "INSIGHT_LM_MODEL", "lm_model"),
+        description="LiteLLM model string (INSIGHT_LM), e.g. openai/gpt-4o-mini; LM-written text is off while unset.",
+    )
+    lm_api_base: str | None = Field(None, description="Base URL of the LM's API (INSIGHT_LM_API_BASE).")
+    lm_api_key: SecretStr | None = Field(None, description="The LM's API key (INSIGHT_LM_API_KEY); never logged.")
+    lm_timeout_seconds: float = Field(30.0, gt=0, le=600, description="Longest wait for one LM call.")
+    prompt_cache_seconds: float = Field(
+        5.0, ge=0, le=3600, description="How long a loaded @production prompt is reused before the alias is re-read."
+    )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     read_only: bool = Field(False, description="Leave every write tool out of every server (INSIGHT_READ_ONLY).")
@@ -138,6 +208,11 @@ class Settings(BaseSettings):
     def mlflow_artifacts(self) -> Path:
         """Where every experiment keeps its artifacts: never the working directory."""
         return self.home / "mlflow-artifacts"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where `analyze` writes reports unless told otherwise."""
+        return self.reports.out_dir or self.home / "reports"
 
     @property
     def tracking_uri(self) -> str:

@@ -21,7 +21,8 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("INSIGHT_HOME", str(home))
     monkeypatch.setenv("TEXTGRAD_LOG_DIR", str(home / "logs"))
     for var in ("INSIGHT_API_TOKEN", "INSIGHT_CONFIG", "INSIGHT_BACKEND", "INSIGHT_WORKSPACE_FILE",
-                "INSIGHT_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI", "INSIGHT_ALLOWED_HOSTS"):
+                "INSIGHT_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI", "INSIGHT_ALLOWED_HOSTS", "INSIGHT_LM",
+                "INSIGHT_LM_MODEL", "INSIGHT_LM_API_BASE", "INSIGHT_LM_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     # In-process servers trace only in the tests about tracing: a tracking store per test would cost seconds.
     monkeypatch.setenv("INSIGHT_TRACING__ENABLED", "false")
