@@ -8,15 +8,17 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import anyio
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from insight_mcp.agents.logs import configure_logging
-from insight_mcp.agents.settings import Settings, SettingsError, load_settings
+from insight_mcp.agents.settings import SettingsError, load_settings
+from insight_mcp.clients.alerts_cli import alerts_app
+from insight_mcp.clients.analyze_cli import analyze_command
+from insight_mcp.clients.cli_common import JsonOpt, err, fail, out, print_json, settings_of
 
 app = typer.Typer(
     name="insight-mcp", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -26,22 +28,8 @@ workspace_app = typer.Typer(no_args_is_help=True, help="Build, load and describe
 config_app = typer.Typer(no_args_is_help=True, help="Print ready-made MCP client configurations.")
 app.add_typer(workspace_app, name="workspace")
 app.add_typer(config_app, name="config")
-
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """End the command with a message a person can act on, and no traceback."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
-    raise typer.Exit(code)
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
-
+app.command("analyze")(analyze_command)
+app.add_typer(alerts_app, name="alerts")
 
 @app.callback()
 def main(
@@ -59,8 +47,7 @@ def main(
     ctx.obj = settings
 
 
-def _settings(ctx: typer.Context) -> Settings:
-    return ctx.obj  # type: ignore[no-any-return]
+_settings = settings_of
 
 
 # --- workspace --------------------------------------------------------------------------------------

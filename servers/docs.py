@@ -95,7 +95,17 @@ async def render_all() -> dict[str, str]:
         pages[f"server-{name}.md"] = render_server_page(
             name, server, await tool_specs(server), await prompts_and_resources(server)
         )
+    pages["report.schema.json"] = report_schema()
     return pages
+
+
+def report_schema() -> str:
+    """The JSON report's schema, published so that consumers can validate what `analyze` writes."""
+    import json
+
+    from insight_mcp.agents.reporting.model import Report
+
+    return json.dumps(Report.model_json_schema(mode="serialization"), indent=2) + "\n"
 
 
 def main(folder: str) -> None:

@@ -33,6 +33,24 @@ CREATE TABLE IF NOT EXISTS instances (
     heartbeat_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    channel TEXT NOT NULL,
+    finding_id TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    title TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    claimed_at TEXT,
+    claim_token TEXT,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    sent_at TEXT,
+    UNIQUE (channel, finding_id)
+);
+CREATE INDEX IF NOT EXISTS alerts_due ON alerts (status, next_attempt_at);
 """
 
 

@@ -18,6 +18,10 @@ class BackendError(RuntimeError):
     """The engine could not answer; the message says what a person can do about it."""
 
 
+class TransientBackendError(BackendError):
+    """The engine is briefly unavailable (a lock held by a writer, a warehouse starting): worth trying again."""
+
+
 class QueryTimeout(BackendError):
     """The statement ran past its time limit and was interrupted."""
 
@@ -54,6 +58,7 @@ class QueryResult(BaseModel):
 class TableStats(BaseModel):
     name: str
     rows: int
+    present: bool = Field(True, description="False when this engine does not hold the table at all.")
     first_event: UtcDateTime | None = None
     last_event: UtcDateTime | None = None
 

@@ -21,6 +21,7 @@ from insight_mcp.agents.ingestion.backend import (
     QueryTimeout,
     Statement,
     TableStats,
+    TransientBackendError,
     json_value,
 )
 from insight_mcp.agents.ingestion.catalog import get_table
@@ -48,6 +49,9 @@ def open_readonly(path: Path, *, threads: int | None = None) -> duckdb.DuckDBPyC
     try:
         conn = duckdb.connect(str(path), read_only=True, config=config)
     except duckdb.Error as exc:
+        if "lock" in str(exc).lower():  # another process is writing it (a load or a generate): it will let go
+            raise TransientBackendError(f"workspace {path} is locked by another process that is writing it; "
+                                        "try again when that load or generate has finished") from None
         raise BackendError(f"cannot open workspace {path}: {_engine_message(exc)}") from None
     # Timestamps are stored as UTC; then nobody may change any setting again. A second connection to the
     # same file in this process shares the first one's database instance, already set and locked.
@@ -167,7 +171,7 @@ class DuckDBSystemTables:
             for name in tables:
                 spec = get_table(name)
                 if name not in present:
-                    out.append(TableStats(name=name, rows=0))
+                    out.append(TableStats(name=name, rows=0, present=False))
                     continue
                 count, first, last = cursor.execute(
                     f'SELECT count(*), min("{spec.time_column}"), max("{spec.time_column}") FROM {spec.local_name}'

@@ -18,10 +18,10 @@ def executive_summary(report: Report) -> str:
     counts = report.counts
     window = f"{report.since:%Y-%m-%d %H:%M} to {report.until:%Y-%m-%d %H:%M} UTC"
     if counts.total == 0:
-        text = f"No findings between {window}."
+        text = f"No findings from {window}."
     else:
         parts = [f"{counts.by_severity[s]} {s}" for s in reversed(SEVERITIES) if counts.by_severity.get(s)]
-        text = f"{_plural(counts.total, 'finding')} between {window}: {', '.join(parts)}."
+        text = f"{_plural(counts.total, 'finding')} from {window}: {', '.join(parts)}."
         top_categories = sorted(counts.by_category.items(), key=lambda kv: -kv[1])[:3]
         text += " Most are " + ", ".join(f"{name.replace('_', ' ')} ({n})" for name, n in top_categories) + "."
     if report.principals:
@@ -55,8 +55,9 @@ def explain(finding: Finding) -> str:
     span = f"{finding.first_seen:%Y-%m-%d %H:%M}"
     if finding.last_seen != finding.first_seen:
         span += f" to {finding.last_seen:%Y-%m-%d %H:%M}"
-    return (f"{finding.title} ({_plural(finding.event_count, 'event')}, {span} UTC, rule {finding.rule_id}). "
-            f"{finding.threat_model}")
+    threat = finding.threat_model.replace("_", " ")
+    return (f"{finding.title} ({_plural(finding.event_count, 'event')}, {span} UTC, rule {finding.rule_id}); "
+            f"the threat it points to is {threat}.")
 
 
 def explained(findings: list[Finding]) -> list[Finding]:

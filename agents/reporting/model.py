@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from insight_mcp.agents.core.timestamps import UtcDateTime
 from insight_mcp.agents.security.model import Finding
@@ -95,8 +95,6 @@ class Narrative(BaseModel):
 
 class Report(BaseModel):
     """One analysis of one window: what was checked, what was found, and what it means."""
-
-    model_config = ConfigDict(json_schema_extra={"$id": "https://insight-mcp.dev/schemas/report-1.0.0.json"})
 
     schema_version: Literal["1.0.0"] = REPORT_SCHEMA_VERSION
     report_id: str = Field(description="Unique per analysis; also the MLflow run's name.")

@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from insight_mcp.agents.security.model import Rollup, Rule
+from insight_mcp.agents.settings import DetectionSettings
 
 SECURITY_RULES = Path(__file__).parent / "rules"
 ROLLUPS = Path(__file__).parent / "rollups"
@@ -82,3 +83,20 @@ def configured_rules(rules_dir: Path | None, disabled: list[str]) -> list[tuple[
     """Built-in rules plus the user's folder, minus the disabled ones."""
     folders = builtin_rule_dirs() + ([rules_dir] if rules_dir else [])
     return [(rule, path) for rule, path in load_rules(folders) if rule.id not in disabled]
+
+
+def rule_set_version(settings: DetectionSettings) -> str:
+    """A short hash of every rule, rollup and reference file that runs, and of the settings that change them."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    folders = [*builtin_rule_dirs(), ROLLUPS, *([settings.rules_dir] if settings.rules_dir else [])]
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(p for p in folder.rglob("*") if p.suffix in {".yaml", ".yml", ".txt"}):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(json.dumps({"disabled": sorted(settings.disabled_rules), "parameters": settings.parameters},
+                             sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:12]
