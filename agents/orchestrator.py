@@ -310,15 +310,16 @@ async def _alerts(settings: Settings, report: Report, written: WrittenReports, w
     from insight_mcp.agents.reporting import alerts
 
     store = StateStore(settings.state_path)
-    queued = await anyio.to_thread.run_sync(lambda: alerts.queue_alerts(
-        report.findings, config, store, report_id=report.report_id, report_paths=written.paths))
-    delivered = await anyio.to_thread.run_sync(lambda: alerts.deliver_due(config, store))
-    pending = delivered.remaining
+    queued = await alerts.aqueue_alerts(report.findings, config, store, report_id=report.report_id,
+                                        report_paths=written.paths)
+    delivered = await alerts.adeliver_due(config, store)
+    errors = [o.error for o in delivered.outcomes if o.status != "sent" and o.error]
     detail = None
-    if delivered.errors:
-        detail = f"{pending} alert(s) kept in the outbox for retry: {delivered.errors[0]}"
-    return AlertSummary(status="queued" if pending else "sent", queued=queued.queued, sent=delivered.sent,
-                        pending=pending, detail=detail)
+    if delivered.remaining or errors:
+        detail = f"{delivered.remaining} alert(s) kept in the outbox for retry"
+        detail += f": {errors[0]}" if errors else ""
+    return AlertSummary(status="queued" if delivered.remaining else "sent", queued=queued.queued,
+                        sent=delivered.sent, pending=delivered.remaining, detail=detail)
 
 
 def _log_run(tracker: RunTracker, settings: Settings, report: Report, timings: list[StageTiming],

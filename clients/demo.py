@@ -130,7 +130,15 @@ def run_demo(settings: Settings, console: Console) -> None:
     console.print("  insight-mcp config claude --transport http   # Claude Code / remote clients")
     console.print("  claude mcp add --transport http insight-system-tables http://127.0.0.1:8765/system-tables/mcp")
     if settings.tracing.enabled:
-        experiment = settings.tracing.experiment
-        console.print(f"\nEvery call above is an MLflow trace (experiment {experiment}); to browse them:")
-        console.print(f"  mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000", highlight=False,
-                      markup=False)
+        console.print(f"\nEvery call above is an MLflow trace (experiment {settings.tracing.experiment}).")
+    _analysis(settings, console)
+
+
+def _analysis(settings: Settings, console: Console) -> None:
+    """The main job last: the whole pipeline over the demo workspace, its reports, and where MLflow keeps it."""
+    from insight_mcp.agents.orchestrator import AnalysisRequest
+    from insight_mcp.clients.analyze_cli import print_summary, run_analysis
+
+    console.print("\n[bold]insight-mcp analyze[/]: the whole pipeline on the demo workspace\n")
+    result = run_analysis(settings, AnalysisRequest(), show_progress=True)
+    print_summary(result, console)

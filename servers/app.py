@@ -11,6 +11,7 @@ import anyio
 import duckdb
 import structlog
 from mcp.server.transport_security import TransportSecuritySettings
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,6 +26,7 @@ from insight_mcp.agents.version import VERSION
 from insight_mcp.servers.evaluation import build_evaluation_server
 from insight_mcp.servers.event_store import SessionEventStore, give_each_session_its_own_store
 from insight_mcp.servers.hosts import HostOriginMiddleware, allowed_hosts, allowed_origins, check_exposure
+from insight_mcp.servers.metrics import ServerMetrics
 from insight_mcp.servers.network import build_network_server
 from insight_mcp.servers.security import build_security_server
 from insight_mcp.servers.system_tables import build_system_tables_server
@@ -125,6 +127,9 @@ def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:
     """The HTTP app: each server at /<name>/mcp, /health, all behind Host/Origin checks and the token."""
     check_exposure(settings)
     servers = build_servers(settings, names)
+    metrics = ServerMetrics(settings)
+    for server in servers.values():
+        server.metrics = metrics
     # Host and Origin are checked once, for every route, by HostOriginMiddleware; the SDK still checks Content-Type.
     security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
     mounts: list[Any] = []
@@ -163,7 +168,11 @@ def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:
             finally:
                 await anyio.to_thread.run_sync(close_servers, servers)
 
-    app = Starlette(routes=[Route("/health", health), *mounts], lifespan=lifespan)
+    async def metrics_route(request: Request) -> Response:
+        body = await anyio.to_thread.run_sync(metrics.render)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    app = Starlette(routes=[Route("/health", health), Route("/metrics", metrics_route), *mounts], lifespan=lifespan)
     if settings.api_token is not None:
         app.add_middleware(BearerTokenMiddleware, token=settings.api_token.get_secret_value())
     app.add_middleware(HostOriginMiddleware, hosts=allowed_hosts(settings), origins=allowed_origins(settings))

@@ -73,7 +73,8 @@ def respond(model: BaseModel, *, source: str) -> CallToolResult:
 
 
 def guarded(
-    tool: str, *, server: str = "", tracer: Callable[[], TraceRecorder | None] | None = None
+    tool: str, *, server: str = "", tracer: Callable[[], TraceRecorder | None] | None = None,
+    metrics: Callable[[], Any] | None = None,
 ) -> Callable[[F], F]:
     """Turn known failures into clear tool errors and unknown ones into a reference, never a traceback; trace it.
 
@@ -107,6 +108,9 @@ def guarded(
                 recorder = tracer() if tracer is not None else None
                 if recorder is not None:
                     recorder.record(_call_record(server, tool, call_id, kwargs, result, error, started_ns))
+                counters = metrics() if metrics is not None else None
+                if counters is not None:
+                    counters.observe(server, tool, time.perf_counter() - started, error is not None)
             if isinstance(result, CallToolResult):
                 result.meta = {**(result.meta or {}), CALL_ID_META: call_id}
             log.info("tool_called", tool=tool, ms=round((time.perf_counter() - started) * 1000, 2))

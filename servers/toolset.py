@@ -68,6 +68,7 @@ class InsightServer(MCPServer):
         self.read_only = read_only
         self.declarations: dict[str, ToolDecl] = {}
         self.tracer: TraceRecorder | None = None  # set by build_servers: one writer for every server in a process
+        self.metrics: Any = None  # set by build_app: the Prometheus counters /metrics renders
         self.closers: list[Callable[[], None]] = []  # what to stop when serving ends (job runners)
         self._client_levels: OrderedDict[str, LoggingLevel] = OrderedDict()
         self._completers: dict[tuple[str, str], Completer] = {}
@@ -93,7 +94,7 @@ class InsightServer(MCPServer):
             self.declarations[name] = decl
             hints = annotations(title=title, read_only=not writes, destructive=destructive, idempotent=idempotent,
                                 open_world=self.open_world)
-            traced = guarded(name, server=self.name, tracer=lambda: self.tracer)(fn)
+            traced = guarded(name, server=self.name, tracer=lambda: self.tracer, metrics=lambda: self.metrics)(fn)
             self.tool(name=name, title=title, annotations=hints)(traced)
             return fn
 

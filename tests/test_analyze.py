@@ -219,3 +219,60 @@ def test_custom_templates_replace_the_built_in_ones_and_broken_ones_fail_clearly
     with pytest.raises(ReportTemplateError, match=r"report.md.j2 \(in .*templates\).*failed"):
         _analyze(settings, formats=["json", "md"], out_dir=out)
     assert list(out.iterdir()) == []  # the JSON rendered fine, but no report is written by halves
+
+
+def test_analysis_alerts_by_email_once_across_runs_and_queues_when_smtp_is_down(tmp_path: Path,
+                                                                               demo_workspace: Path) -> None:
+    from test_alerts import SmtpServer, free_port
+
+    from insight_mcp.agents.core.state import StateStore
+    from insight_mcp.agents.reporting.alerts import list_alerts
+
+    port = free_port()
+    settings = _settings(tmp_path, demo_workspace, alerts={"min_severity": "critical", "smtp": {
+        "host": "127.0.0.1", "port": port, "recipients": ["soc@corp.example"]}})
+    down = _analyze(settings, formats=["json"])  # nobody listens on the port yet
+    critical = [f for f in down.report.findings if f.severity == "critical"]
+    assert critical and down.alerts.status == "queued" and down.alerts.pending == len(critical)
+    assert "127.0.0.1" in (down.alerts.detail or "")
+    queued = list_alerts(StateStore(settings.state_path), status="queued")
+    assert {a.finding_id for a in queued} == {f.id for f in critical}
+
+    server = SmtpServer(port).start()
+    try:
+        again = _analyze(settings, formats=["json"])  # the same findings: not queued twice, and backoff holds
+        assert again.alerts.queued == 0 and again.alerts.sent == 0 and again.alerts.pending == len(critical)
+        env = {"INSIGHT_HOME": str(settings.home), "INSIGHT_ALERTS__SMTP__HOST": "127.0.0.1",
+               "INSIGHT_ALERTS__SMTP__PORT": str(port), "INSIGHT_ALERTS__SMTP__RECIPIENTS": "soc@corp.example"}
+        drained = CliRunner().invoke(app, ["alerts", "retry", "--json"], env=env)
+        assert drained.exit_code == 0, drained.output
+        assert json.loads(drained.stdout)["sent"] == len(critical)
+        third = _analyze(settings, formats=["json"])
+        assert third.alerts.sent == 0 and third.alerts.queued == 0 and third.alerts.pending == 0
+    finally:
+        server.stop()
+    subjects = sorted(m["Subject"] for m in server.mailbox.messages)
+    assert len(subjects) == len(critical) and all("CRITICAL" in s for s in subjects)
+
+
+async def test_the_latest_reports_are_mcp_resources(analysed, tmp_path: Path) -> None:
+    from mcp.shared.exceptions import MCPError as McpError
+
+    from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables as Backend
+    from insight_mcp.clients.client import connect_in_process
+    from insight_mcp.servers.security import build_security_server
+
+    settings, result = analysed
+    backend = Backend(settings.workspace_path)
+    try:
+        async with connect_in_process(build_security_server(settings, backend)) as client:
+            for fmt, mime in (("md", "text/markdown"), ("json", "application/json"), ("html", "text/html")):
+                read = await client.raw.read_resource(f"insight://reports/latest.{fmt}")
+                assert read.contents[0].mime_type == mime
+                assert read.contents[0].text == Path(result.reports.paths[fmt]).read_text()
+        empty = _settings(tmp_path, settings.workspace_path)
+        async with connect_in_process(build_security_server(empty, backend)) as client:
+            with pytest.raises(McpError, match="run `insight-mcp analyze` first"):
+                await client.raw.read_resource("insight://reports/latest.md")
+    finally:
+        await backend.close()

@@ -1,0 +1,71 @@
+"""`/metrics` on `insight-mcp serve`: tool calls, errors and latency per tool, the last analysis and the outbox."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from serve_process import serve
+
+from insight_mcp.agents.core.state import StateStore
+from insight_mcp.agents.reporting.alerts import queue_alerts
+from insight_mcp.agents.security.model import Evidence, Finding
+from insight_mcp.agents.settings import AlertSettings
+from insight_mcp.clients.client import ToolCallError, connect_http, server_url
+
+pytestmark = pytest.mark.e2e
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def _finding(n: int) -> Finding:
+    return Finding(id=f"f-{n:020d}", rule_id="brute_force_user", category="brute_force", severity="high",
+                   title="Many failed sign-ins", principal=f"user{n}@corp.example", workspace_id="1",
+                   first_seen="2026-11-20T01:00:00", last_seen="2026-11-20T02:00:00", event_count=30,
+                   evidence=Evidence(), mitre=[], recommendation="Reset the password.", threat_model="account")
+
+
+async def test_metrics_count_calls_errors_latency_last_analysis_and_outbox(fixture_workspace: Path,
+                                                                           tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    reports = home / "reports"
+    reports.mkdir(parents=True)
+    (reports / "latest.json").write_text(json.dumps({
+        "generated_at": "2026-11-21T06:00:00Z",
+        "counts": {"by_severity": {"info": 0, "low": 2, "medium": 1, "high": 3, "critical": 1}, "total": 7,
+                   "by_category": {}},
+    }))
+    queue_alerts([_finding(1), _finding(2)], AlertSettings(webhook={"url": "http://127.0.0.1:9/hook"}),
+                 StateStore(home / "state.db"))
+    served = serve(fixture_workspace, home, INSIGHT_TRACING__ENABLED="false")
+    try:
+        async with connect_http(server_url(served.base, "system-tables")) as client:
+            await client.call("list_tables")
+            await client.call("list_tables")
+            with pytest.raises(ToolCallError):
+                await client.call("run_query", {"sql": "DROP TABLE system.access.audit"})
+        answer = httpx.get(f"{served.base}/metrics", timeout=10)
+    finally:
+        served.stop()
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    samples = _samples(answer.text)
+    labels = (("server", "system-tables"), ("status", "ok"), ("tool", "list_tables"))
+    assert samples[("insight_tool_calls_total", labels)] == 2
+    refused = (("server", "system-tables"), ("status", "error"), ("tool", "run_query"))
+    assert samples[("insight_tool_calls_total", refused)] == 1
+    assert samples[("insight_tool_errors_total", (("server", "system-tables"), ("tool", "run_query")))] == 1
+    count = samples[("insight_tool_latency_seconds_count", (("server", "system-tables"), ("tool", "list_tables")))]
+    assert count == 2
+    assert samples[("insight_last_analysis_findings", (("severity", "high"),))] == 3
+    assert samples[("insight_last_analysis_findings", (("severity", "critical"),))] == 1
+    assert samples[("insight_last_analysis_timestamp_seconds", ())] == 1795240800.0
+    assert samples[("insight_alert_outbox_depth", ())] == 2
