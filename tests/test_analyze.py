@@ -159,7 +159,7 @@ def test_an_unwritable_report_folder_fails_before_any_work(tmp_path: Path, demo_
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
     settings = _settings(tmp_path, demo_workspace)
-    with pytest.raises(ReportFolderError, match="cannot write reports to .*not-a-folder/reports"):
+    with pytest.raises(ReportFolderError, match=r"cannot write reports to .*not-a-folder/reports"):
         _analyze(settings, out_dir=blocker / "reports")
     assert not (settings.home / "mlflow.db").exists()  # nothing recorded for work that never ran
 
@@ -276,3 +276,26 @@ async def test_the_latest_reports_are_mcp_resources(analysed, tmp_path: Path) ->
                 await client.raw.read_resource("insight://reports/latest.md")
     finally:
         await backend.close()
+
+
+def test_with_an_lm_the_narrative_is_lm_written_validated_and_traced(tmp_path: Path, demo_workspace: Path) -> None:
+    import mlflow
+    from lm_server import LMServer
+
+    with LMServer(api_key="sk-test-analyze") as lm:
+        settings = _settings(tmp_path, demo_workspace, lm_model="openai/test-model", lm_api_base=lm.url,
+                             lm_api_key="sk-test-analyze")
+        result = _analyze(settings, formats=["md", "json"])
+        assert lm.requests, "the LM was never called"
+    narrative = result.report.narrative
+    assert narrative.source == "lm" and narrative.errors == [], narrative.errors
+    assert str(result.report.counts.total) in narrative.executive_summary
+    assert set(narrative.prompts) >= {"insight.security_summary", "insight.network_narrative"}
+    assert narrative.executive_summary in Path(result.reports.paths["md"]).read_text()
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    experiment = client.get_experiment_by_name("insight-narrative")
+    traces = client.search_traces(locations=[experiment.experiment_id], max_results=50)
+    prompts = {t.info.tags.get("insight.prompt") for t in traces}
+    assert "insight.security_summary" in prompts
+    assert all(t.info.tags.get("insight.report_id") == result.report.report_id for t in traces)
+    assert "sk-test-analyze" not in Path(result.reports.paths["json"]).read_text()

@@ -109,7 +109,11 @@ class RunTracker:
             return
         mlflow = self._mlflow
         try:
-            root = {"run_id": self.run_id} if self.trace_id is None else {}  # the first span is the run's trace
+            root: dict[str, Any] = {}
+            if self.trace_id is None:  # the first span is the run's trace, in the run's experiment
+                from mlflow.entities.trace_location import MlflowExperimentLocation
+
+                root = {"run_id": self.run_id, "trace_destination": MlflowExperimentLocation(self.experiment_id)}
             manager = mlflow.start_span(name=name, span_type=span_type, attributes=attributes or {}, **root)
             span = manager.__enter__()
         except Exception as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +60,9 @@ def _init_lock(tracking_uri: str) -> Iterator[None]:
 
 def open_client(tracking_uri: str) -> Any:
     """An MlflowClient whose store exists and is migrated; raises what MLflow raises when it cannot be reached."""
+    # MLflow prints "View run ... at" to stdout when a run ends on a tracking server: stdout belongs to JSON
+    # answers (`--json`) and to the stdio transport, so that print is always off.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
