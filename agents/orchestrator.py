@@ -303,7 +303,7 @@ async def _alerts(settings: Settings, report: Report, written: WrittenReports, w
     if not wanted:
         return AlertSummary(status="skipped", detail="alerts not sent (--no-alerts)")
     config = settings.alerts
-    if not config.enabled or (not config.smtp.host and not config.webhook.url):
+    if not config.active:
         return AlertSummary(status="off", detail="no alert channel configured (INSIGHT_ALERTS__SMTP__HOST, "
                                                  "INSIGHT_ALERTS__WEBHOOK__URL)")
     from insight_mcp.agents.core.state import StateStore

@@ -117,6 +117,13 @@ class AlertSettings(BaseModel):
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     max_attempts: int = Field(12, ge=1, le=1000, description="Delivery attempts before an alert is given up.")
     backoff_seconds: float = Field(30.0, gt=0, description="First retry delay; doubles each attempt, capped at 1 h.")
+    drain_seconds: float = Field(60.0, gt=0, le=86_400, description="How often `serve` retries the alerts that are "
+                                                                    "due in the outbox.")
+
+    @property
+    def active(self) -> bool:
+        """On, with at least one channel set up."""
+        return self.enabled and bool(self.smtp.host or self.webhook.url)
 
 
 class Settings(BaseSettings):

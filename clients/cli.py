@@ -238,13 +238,14 @@ def call(
 @app.command("feedback")
 def feedback(
     ctx: typer.Context,
-    call_id: Annotated[str, typer.Argument(help="The call id in an answer's _meta['insight-mcp/call_id'].")],
+    call_id: Annotated[str, typer.Argument(
+        metavar="ID", help="A tool answer's call id (_meta['insight-mcp/call_id']), a report id, or a finding id.")],
     rating: Annotated[int, typer.Option(min=1, max=5, help="1 (useless) to 5 (excellent).")],
     comment: Annotated[str | None, typer.Option(help="What was good or wrong about the answer.")] = None,
     by: Annotated[str | None, typer.Option(help="Who rates; default the login name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Rate an answer 1-5: stored as an MLflow feedback assessment on the trace of the call that produced it."""
+    """Rate an insight 1-5: stored as an MLflow feedback assessment on the trace that produced it."""
     import getpass
 
     from insight_mcp.agents.core.feedback import FeedbackError, rate_call
@@ -258,8 +259,8 @@ def feedback(
     if as_json:
         print_json(receipt.model_dump(mode="json"))
         return
-    out.print(f"rated {receipt.server}.{receipt.tool} answer {receipt.call_id} {receipt.rating}/5 "
-              f"(trace {receipt.trace_id})")
+    what = f"{receipt.server}.{receipt.tool} answer" if receipt.server else (receipt.tool or "analysis")
+    out.print(f"rated {what} {receipt.call_id} {receipt.rating}/5 (trace {receipt.trace_id})", highlight=False)
 
 
 @app.command("detect")

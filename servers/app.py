@@ -164,7 +164,15 @@ def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:
                     server.tracer.start()
             log.info("serving", servers=list(servers), host=settings.host, port=settings.port)
             try:
-                yield
+                async with anyio.create_task_group() as background:
+                    if settings.alerts.active:
+                        # Undelivered alerts are retried while serving, not only when the next analysis runs.
+                        from insight_mcp.agents.core.state import StateStore
+                        from insight_mcp.agents.reporting.alerts import drain_forever
+
+                        background.start_soon(drain_forever, settings.alerts, StateStore(settings.state_path))
+                    yield
+                    background.cancel_scope.cancel()
             finally:
                 await anyio.to_thread.run_sync(close_servers, servers)
 

@@ -299,3 +299,30 @@ def test_with_an_lm_the_narrative_is_lm_written_validated_and_traced(tmp_path: P
     assert "insight.security_summary" in prompts
     assert all(t.info.tags.get("insight.report_id") == result.report.report_id for t in traces)
     assert "sk-test-analyze" not in Path(result.reports.paths["json"]).read_text()
+
+
+def test_a_report_and_a_finding_explanation_can_be_rated(tmp_path: Path, demo_workspace: Path) -> None:
+    import mlflow
+    from lm_server import LMServer
+
+    with LMServer() as lm:
+        settings = _settings(tmp_path, demo_workspace, lm_model="openai/test-model", lm_api_base=lm.url,
+                             lm_api_key="sk-test")
+        result = _analyze(settings, formats=["json"])
+    explained = next(iter(result.report.narrative.explanations))
+    env = {"INSIGHT_HOME": str(settings.home)}
+    runner = CliRunner()
+    for insight_id, rating in ((result.report.report_id, 4), (explained, 2)):
+        answer = runner.invoke(app, ["feedback", insight_id, "--rating", str(rating), "--comment", "checked",
+                                     "--json"], env=env)
+        assert answer.exit_code == 0, answer.output
+        receipt = json.loads(answer.stdout)
+        trace = mlflow.MlflowClient(tracking_uri=settings.tracking_uri).get_trace(receipt["trace_id"])
+        assert [(a.name, a.value) for a in trace.info.assessments] == [("rating", rating)]
+        expected = ("insight.security_summary" if insight_id == result.report.report_id
+                    else "insight.finding_explanation")
+        assert trace.info.tags["insight.prompt"] == expected and trace.info.tags["insight.agent"] == "narrative"
+    missing = runner.invoke(app, ["feedback", "f-" + "0" * 20, "--rating", "3"], env=env)
+    assert missing.exit_code == 2 and "nothing with id" in missing.stderr
+    bad = runner.invoke(app, ["feedback", "not an id!", "--rating", "3"], env=env)
+    assert bad.exit_code == 2 and "report id" in bad.stderr

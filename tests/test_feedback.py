@@ -57,7 +57,7 @@ def test_a_rating_lands_on_the_trace_of_the_answer(fixture_workspace: Path, tmp_
 
 
 @pytest.mark.parametrize(("call_id", "rating", "message"), [
-    ("x' OR 1=1 --", 3, "call_id must be the id"),
+    ("x' OR 1=1 --", 3, "rate a tool answer by the id in its _meta"),
     ("3f9c0a1b2d4e5f60", 6, "rating must be a whole number"),
 ])
 def test_bad_ratings_are_refused_before_anything_is_written(tmp_path: Path, call_id: str, rating: int,
@@ -68,7 +68,7 @@ def test_bad_ratings_are_refused_before_anything_is_written(tmp_path: Path, call
 
 
 def test_an_unknown_call_id_says_where_ids_come_from(tmp_path: Path) -> None:
-    with pytest.raises(FeedbackError, match=r"no answer with call id '3f9c0a1b2d4e5f60'.*_meta"):
+    with pytest.raises(FeedbackError, match=r"nothing with id '3f9c0a1b2d4e5f60'.*_meta"):
         rate_call(f"sqlite:///{tmp_path / 'mlflow.db'}", "insight-mcp", "3f9c0a1b2d4e5f60", 3, wait_seconds=0.5)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -69,3 +70,28 @@ async def test_metrics_count_calls_errors_latency_last_analysis_and_outbox(fixtu
     assert samples[("insight_last_analysis_findings", (("severity", "critical"),))] == 1
     assert samples[("insight_last_analysis_timestamp_seconds", ())] == 1795240800.0
     assert samples[("insight_alert_outbox_depth", ())] == 2
+
+
+def test_serve_retries_due_alerts_in_the_background(fixture_workspace: Path, tmp_path: Path) -> None:
+    from test_alerts import SmtpServer, free_port
+
+    home = tmp_path / "home"
+    port = free_port()
+    smtp = {"host": "127.0.0.1", "port": port, "recipients": ["soc@corp.example"]}
+    queue_alerts([_finding(7)], AlertSettings(smtp=smtp), StateStore(home / "state.db"))
+    mail = SmtpServer(port).start()
+    served = serve(fixture_workspace, home, INSIGHT_TRACING__ENABLED="false", INSIGHT_ALERTS__SMTP__HOST="127.0.0.1",
+                   INSIGHT_ALERTS__SMTP__PORT=str(port), INSIGHT_ALERTS__SMTP__RECIPIENTS="soc@corp.example",
+                   INSIGHT_ALERTS__DRAIN_SECONDS="0.2")
+    try:
+        for _ in range(300):  # up to a minute on a loaded machine; usually well under a second
+            if mail.mailbox.messages:
+                break
+            time.sleep(0.2)
+        depth = _samples(httpx.get(f"{served.base}/metrics", timeout=10).text)[("insight_alert_outbox_depth", ())]
+    finally:
+        served.stop()
+        mail.stop()
+    assert [m["To"] for m in mail.mailbox.messages] == ["soc@corp.example"]
+    assert "user7@corp.example" in mail.mailbox.messages[0].get_body().get_content()
+    assert depth == 0

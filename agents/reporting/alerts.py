@@ -158,3 +158,19 @@ async def adeliver_due(
 ) -> DeliveryResult:
     """deliver_due in a worker thread: SMTP and SQLite block, the event loop must not."""
     return await anyio.to_thread.run_sync(functools.partial(deliver_due, settings, store, now=now, force=force))
+
+
+async def drain_forever(settings: AlertSettings, store: StateStore) -> None:
+    """Deliver what falls due, every `drain_seconds`, until cancelled: a long-running process's retry loop."""
+    import anyio
+
+    while True:
+        await anyio.sleep(settings.drain_seconds)
+        try:
+            result = await adeliver_due(settings, store)
+        except Exception as exc:  # a broken store or channel must not end the loop, nor the server
+            log.warning("alert_drain_failed", error=type(exc).__name__, detail=str(exc)[:300])
+            continue
+        if result.sent or result.failed_attempts or result.gave_up:
+            log.info("alert_drain", sent=result.sent, failed_attempts=result.failed_attempts,
+                     gave_up=result.gave_up, remaining=result.remaining)
