@@ -19,6 +19,7 @@ from insight_mcp.agents.settings import SettingsError, load_settings
 from insight_mcp.clients.alerts_cli import alerts_app
 from insight_mcp.clients.analyze_cli import analyze_command
 from insight_mcp.clients.cli_common import JsonOpt, err, fail, out, print_json, settings_of
+from insight_mcp.clients.evaluate_cli import evaluate_app
 
 app = typer.Typer(
     name="insight-mcp", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -30,6 +31,7 @@ app.add_typer(workspace_app, name="workspace")
 app.add_typer(config_app, name="config")
 app.command("analyze")(analyze_command)
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(evaluate_app, name="evaluate")
 
 @app.callback()
 def main(

@@ -51,7 +51,9 @@ def list_evaluations(settings: Settings, limit: int) -> EvaluationList:
     client, experiment_id = _client(settings)
     if experiment_id is None:
         return EvaluationList(evaluations=[])
-    found = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=limit)
+    # The experiment also holds insight scores and agent evaluations: these tools are about detection evaluations.
+    found = client.search_runs([experiment_id], filter_string="tags.`insight.kind` = 'detection_evaluation'",
+                               order_by=["attributes.start_time DESC"], max_results=limit)
     return EvaluationList(evaluations=[
         EvaluationSummary(
             run_id=run.info.run_id, started_at=dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.UTC),
