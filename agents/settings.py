@@ -8,8 +8,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+def comma_list(value: Any) -> Any:
+    """Accept `a,b` as well as a JSON array or a YAML list: environment variables carry lists as text."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError("give a JSON array of strings or comma-separated values") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
 
 
 class SettingsError(ValueError):
@@ -63,19 +76,12 @@ class ReportSettings(BaseModel):
     """Where `analyze` writes its reports, in which formats, from which templates."""
 
     out_dir: Path | None = Field(None, description="Report folder; default $INSIGHT_HOME/reports.")
-    formats: Annotated[list[Literal["md", "json", "html"]], NoDecode] = Field(
+    formats: Annotated[list[Literal["md", "json", "html"]], NoDecode, BeforeValidator(comma_list)] = Field(
         default_factory=lambda: ["md", "json", "html"], description="Comma-separated: md, json, html."
     )
     templates_dir: Path | None = Field(
         None, description="A folder of Jinja2 templates (report.md.j2, report.html.j2) replacing the built-in ones."
     )
-
-    @field_validator("formats", mode="before")
-    @classmethod
-    def _comma_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
 
 class SmtpSettings(BaseModel):
@@ -88,15 +94,10 @@ class SmtpSettings(BaseModel):
     username: str | None = None
     password: SecretStr | None = None
     sender: str = "insight-mcp@localhost"
-    recipients: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated.")
+    recipients: Annotated[list[str], NoDecode, BeforeValidator(comma_list)] = Field(
+        default_factory=list, description="Comma-separated."
+    )
     timeout_seconds: float = Field(10.0, gt=0, le=300)
-
-    @field_validator("recipients", mode="before")
-    @classmethod
-    def _comma_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
 
 class WebhookSettings(BaseModel):
@@ -177,19 +178,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     read_only: bool = Field(False, description="Leave every write tool out of every server (INSIGHT_READ_ONLY).")
 
-    @field_validator("allowed_hosts", "allowed_origins", mode="before")
-    @classmethod
-    def _comma_list(cls, value: Any) -> Any:
-        """Accept `a,b` as well as a JSON array or a YAML list."""
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    return json.loads(text)
-                except json.JSONDecodeError:
-                    raise ValueError("give a JSON array of strings or comma-separated values") from None
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+    _comma_lists = field_validator("allowed_hosts", "allowed_origins", mode="before")(comma_list)
 
     @field_validator("home", "workspace_file", mode="after")
     @classmethod

@@ -105,14 +105,6 @@ def injected_report() -> Report:
 # --- MLflow store and settings -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty, migrated MLflow database, made once: each test copies it instead of migrating its own."""
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    open_client(f"sqlite:///{path}")
-    return path
-
-
 @pytest.fixture
 def store_settings(settings: Settings, migrated_store: Path) -> Settings:
     settings.home.mkdir(parents=True, exist_ok=True)

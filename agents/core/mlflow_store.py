@@ -44,13 +44,14 @@ def experiment_id(client: Any, name: str, artifacts: Path) -> str:
 
 
 @contextlib.contextmanager
-def _init_lock(tracking_uri: str) -> Iterator[None]:
+def store_lock(tracking_uri: str, purpose: str) -> Iterator[None]:
+    """One process at a time on a local SQLite store (a lock file beside the database); no-op for remote stores."""
     if not tracking_uri.startswith("sqlite:///"):
         yield
         return
     database = Path(tracking_uri.removeprefix("sqlite:///"))
     database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".init-lock"), "a") as handle:
+    with open(database.with_name(f"{database.name}.{purpose}-lock"), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -66,6 +67,6 @@ def open_client(tracking_uri: str) -> Any:
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    with _init_lock(tracking_uri):
+    with store_lock(tracking_uri, "init"):
         client.search_experiments(max_results=1)  # creates and migrates a new store, once, under the lock
     return client

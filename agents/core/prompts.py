@@ -14,17 +14,14 @@ default, which every process computes the same way, so they agree.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import structlog
 
-from insight_mcp.agents.core.mlflow_store import failure, open_client, unreachable
+from insight_mcp.agents.core.mlflow_store import failure, open_client, store_lock, unreachable
 from insight_mcp.agents.settings import Settings
 
 log = structlog.get_logger("insight_mcp.prompts")
@@ -203,16 +200,6 @@ def _first_default_version(client: Any, name: str) -> int | None:
     return min(versions) if versions else None
 
 
-@contextlib.contextmanager
-def _registration_lock(tracking_uri: str) -> Iterator[None]:
+def _registration_lock(tracking_uri: str) -> contextlib.AbstractContextManager[None]:
     """One registering process at a time on a local SQLite store; remote stores rely on the lowest-version rule."""
-    if not tracking_uri.startswith("sqlite:///"):
-        yield
-        return
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    with open(database.with_name(database.name + ".prompts-lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return store_lock(tracking_uri, "prompts")
