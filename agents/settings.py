@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     detections: DetectionSettings = Field(default_factory=DetectionSettings)
 
     host: str = "127.0.0.1"
-    port: int = Field(8765, ge=1, le=65535)
+    port: int = Field(9000, ge=1, le=65535)
     api_token: SecretStr | None = Field(None, description="Bearer token required by `serve` when set.")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -153,7 +153,7 @@ def workspace_info(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Bind address; default 127.0.0.1.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port; default 8765.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port; default 9000 (INSIGHT_PORT).")] = None,
     server: Annotated[list[str] | None, typer.Option(help="Serve only these servers (repeatable).")] = None,
     transport: Annotated[str, typer.Option(help="http (all servers) or stdio (one server).")] = "http",
 ) -> None:
@@ -322,7 +322,7 @@ def detect(
 def config_claude(
     ctx: typer.Context,
     transport: Annotated[str, typer.Option(help="stdio (Claude Desktop) or http (Claude Code, remote).")] = "stdio",
-    url: Annotated[str, typer.Option(help="Base URL for http.")] = "http://127.0.0.1:8765",
+    url: Annotated[str | None, typer.Option(help="Base URL for http; default http://127.0.0.1:$INSIGHT_PORT.")] = None,
 ) -> None:
     """Print an mcpServers block for Claude Desktop or Claude Code."""
     from insight_mcp.servers.app import SERVER_FACTORIES
@@ -338,7 +338,8 @@ def config_claude(
                 "env": {"INSIGHT_HOME": str(settings.home)},
             }
         elif transport == "http":
-            entry: dict[str, Any] = {"type": "http", "url": f"{url.rstrip('/')}/{name}/mcp"}
+            base = url or f"http://127.0.0.1:{settings.port}"
+            entry: dict[str, Any] = {"type": "http", "url": f"{base.rstrip('/')}/{name}/mcp"}
             if settings.api_token is not None:
                 entry["headers"] = {"Authorization": "Bearer ${INSIGHT_API_TOKEN}"}
             servers[key] = entry

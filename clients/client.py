@@ -94,7 +94,7 @@ class InsightClient:
 
 
 def server_url(base_url: str, server: str) -> str:
-    """`http://127.0.0.1:8765` + `system-tables` -> the server's streamable HTTP endpoint."""
+    """`http://127.0.0.1:9000` + `system-tables` -> the server's streamable HTTP endpoint."""
     return f"{base_url.rstrip('/')}/{server}/mcp"
 
 

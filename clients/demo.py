@@ -125,10 +125,10 @@ def run_demo(settings: Settings, console: Console) -> None:
     anyio.run(main)
     console.print("\nservers stopped.\n")
     console.print("Next steps:")
-    console.print("  insight-mcp serve                      # every server at http://127.0.0.1:8765/<name>/mcp")
+    console.print("  insight-mcp serve                      # every server at http://127.0.0.1:9000/<name>/mcp")
     console.print("  insight-mcp config claude               # Claude Desktop config (stdio)")
     console.print("  insight-mcp config claude --transport http   # Claude Code / remote clients")
-    console.print("  claude mcp add --transport http insight-system-tables http://127.0.0.1:8765/system-tables/mcp")
+    console.print("  claude mcp add --transport http insight-system-tables http://127.0.0.1:9000/system-tables/mcp")
     if settings.tracing.enabled:
         console.print(f"\nEvery call above is an MLflow trace (experiment {settings.tracing.experiment}).")
     _analysis(settings, console)

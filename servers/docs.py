@@ -41,7 +41,7 @@ def render_server_page(
         "",
         server.instructions or "",
         "",
-        f"Endpoint: `http://127.0.0.1:8765/{name}/mcp` under `insight-mcp serve`, or "
+        f"Endpoint: `http://127.0.0.1:9000/{name}/mcp` under `insight-mcp serve`, or "
         f"`insight-mcp serve --server {name} --transport stdio`.",
         "",
     ]

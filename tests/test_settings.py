@@ -13,12 +13,13 @@ def test_home_defaults_from_env(_isolated_home: Path) -> None:
     settings = load_settings()
     assert settings.home == _isolated_home.resolve()
     assert settings.workspace_path == _isolated_home.resolve() / "workspace.duckdb"
+    assert settings.port == 9000  # the endpoint the seed's agent_config.yaml names
     assert settings.tracking_uri == f"sqlite:///{_isolated_home.resolve() / 'mlflow.db'}"
 
 
 def test_yaml_then_env_then_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("port: 9000\nquery:\n  row_cap: 50\n  timeout_seconds: 5\nlog_level: debug\n")
+    config.write_text("port: 9050\nquery:\n  row_cap: 50\n  timeout_seconds: 5\nlog_level: debug\n")
     monkeypatch.setenv("INSIGHT_PORT", "9100")
     settings = load_settings(config, log_level="warning")
     assert settings.port == 9100  # env beats the file
