@@ -51,6 +51,14 @@ CREATE TABLE IF NOT EXISTS alerts (
     UNIQUE (channel, finding_id)
 );
 CREATE INDEX IF NOT EXISTS alerts_due ON alerts (status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS supervisor_agents (
+    agent TEXT PRIMARY KEY,
+    watermark_ms INTEGER NOT NULL DEFAULT 0,
+    cooldown_until REAL NOT NULL DEFAULT 0,
+    inflight_job TEXT,
+    inflight_since REAL,
+    last_trip TEXT
+);
 """
 
 

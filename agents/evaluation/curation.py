@@ -227,7 +227,7 @@ def describe_filter(flt: TraceFilter) -> str:
     return ", ".join(said) if said else "no filter"
 
 
-def _latest_rating(info: Any) -> tuple[int | None, str | None, dict[str, Any]]:
+def latest_rating(info: Any) -> tuple[int | None, str | None, dict[str, Any]]:
     """(latest valid rating, its comment, expectation assessments by name) of one trace."""
     rating: tuple[int, str | None] | None = None
     newest = -1
@@ -252,7 +252,7 @@ def _latest_rating(info: Any) -> tuple[int | None, str | None, dict[str, Any]]:
 def _candidate(trace: Any) -> _Candidate:
     info = trace.info
     tags = info.tags or {}
-    rating, comment, expectations = _latest_rating(info)
+    rating, comment, expectations = latest_rating(info)
     state = str(getattr(info.state, "value", info.state))
     return _Candidate(
         trace_id=info.trace_id, agent=tags.get("insight.agent", "unknown"),

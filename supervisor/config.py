@@ -1,0 +1,115 @@
+"""`agent_config.yaml`: the seed's on-demand optimization block, read exactly as the seed prints it, plus options.
+
+The seed's keys are all that is required. What it does not name has a default a user can override in the same file:
+the monitored agents (default: our own LM-written parts), the cooldown, the significance test, promotion mode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """The configuration file cannot be used; the message names the file and the key."""
+
+
+class SupervisoryAgent(BaseModel):
+    check_interval: float = Field(300, gt=0, description="Seconds between checks.")
+    min_traces_for_trigger: int = Field(50, ge=1, description="Volume a window needs before it can trip.")
+    window_seconds: float = Field(3600, gt=0, description="The rolling window each check judges.")
+    overlap_seconds: float = Field(120, ge=0, description="How far back each read reaches, for traces that arrive "
+                                                          "after the check that covered their start time.")
+    cooldown_seconds: float = Field(3600, ge=0, description="After a trip, the same agent does not trip again for "
+                                                            "this long.")
+    significance: Literal["wilson", "none"] = Field(
+        "wilson", description="wilson: the error rate's 95% Wilson lower bound must pass the threshold; none: the "
+                              "observed rate is enough.")
+    confidence_z: float = Field(1.96, gt=0, description="z of the Wilson bound (1.96 is 95%).")
+
+
+class Triggers(BaseModel):
+    error_rate_threshold: float = Field(0.05, ge=0, le=1)
+    rating_threshold: float = Field(3.0, ge=1, le=5, description="Trips when the average rating is below this.")
+    response_time_threshold: float = Field(5.0, gt=0, description="Seconds; trips when the median latency is above.")
+
+
+class McpServer(BaseModel):
+    endpoint: str = "http://localhost:9000"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL of `insight-mcp serve` or its /optimization/mcp")
+        return value.rstrip("/")
+
+    @property
+    def optimization_url(self) -> str:
+        """The base URL of `serve` or the optimization server's own URL: both work."""
+        if self.endpoint.endswith("/mcp"):
+            return self.endpoint
+        return f"{self.endpoint}/optimization/mcp"
+
+
+class MonitoredAgent(BaseModel):
+    """Anything that logs traces to MLflow and reads its instructions from a registered prompt."""
+
+    name: str
+    experiment: str = Field("insight-narrative", description="MLflow experiment holding its traces.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Tag filter selecting its traces.")
+    prompt: str = Field(description="The registered prompt the optimizer improves.")
+    scorer: str = Field("validity", description="The scorer the optimizer and the evaluation use.")
+
+    @field_validator("tags")
+    @classmethod
+    def _plain(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, tag in value.items():
+            if "'" in tag or "`" in key or not key.strip():
+                raise ValueError(f"tag filter {key!r}: keys may not contain backticks, values not quotes")
+        return value
+
+
+def default_agents() -> list[MonitoredAgent]:
+    """Our own LM-written parts: each narrative prompt, judged by its traces in insight-narrative."""
+    return [
+        MonitoredAgent(name=prompt.removeprefix("insight."), tags={"insight.prompt": prompt}, prompt=prompt)
+        for prompt in ("insight.security_summary", "insight.finding_explanation", "insight.network_narrative")
+    ]
+
+
+class OnDemandOptimization(BaseModel):
+    enabled: bool = True
+    supervisory_agent: SupervisoryAgent = Field(default_factory=SupervisoryAgent)
+    triggers: Triggers = Field(default_factory=Triggers)
+    mcp_server: McpServer = Field(default_factory=McpServer)
+    agents: list[MonitoredAgent] = Field(default_factory=default_agents)
+    promotion: Literal["auto", "approve"] = "auto"
+    framework: str = "dspy"
+    optimizer: str = "bootstrap_few_shot"
+
+
+class AgentConfig(BaseModel):
+    ondemand_optimization: OnDemandOptimization = Field(default_factory=OnDemandOptimization)
+
+
+def load_agent_config(path: Path | None) -> AgentConfig:
+    """The file's configuration, or the defaults (which are the seed's values) when no file is given."""
+    if path is None:
+        return AgentConfig()
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping with the key ondemand_optimization")
+    try:
+        return AgentConfig.model_validate(loaded or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None
