@@ -1,0 +1,198 @@
+"""The supervisory agent: each check reads what is new per monitored agent, judges its window, and on a real slip
+calls the optimization server (never in-process), follows the job, and logs the intervention to MLflow.
+
+Robustness: one optimization in flight per agent and a cooldown, both claimed in the state store before the call;
+a job in flight when the process died is followed again after a restart, never started twice; MLflow or the
+optimization server being down is logged and retried with backoff, and never ends the loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import structlog
+from pydantic import BaseModel
+
+from insight_mcp.agents.core.mlflow_store import experiment_id, failure, open_client
+from insight_mcp.agents.core.state import StateStore
+from insight_mcp.agents.settings import Settings
+from insight_mcp.supervisor import state
+from insight_mcp.supervisor.config import MonitoredAgent, OnDemandOptimization
+from insight_mcp.supervisor.reader import read_since
+from insight_mcp.supervisor.window import RollingWindow, Verdict, judge
+
+log = structlog.get_logger("insight_mcp.supervisor")
+
+EXPERIMENT = "insight-supervisor"
+MAX_BACKOFF = 600.0
+
+
+class JobView(BaseModel):
+    """What the supervisor needs of an optimization job."""
+
+    id: str
+    status: str
+    finished: bool
+    result: Any = None
+    error: str | None = None
+
+
+class Launcher(Protocol):
+    """Starts and follows optimizations on the optimization server."""
+
+    def start(self, agent: MonitoredAgent, verdict: Verdict, claim: str) -> str: ...
+
+    def get(self, job_id: str) -> JobView: ...
+
+    def find_by_claim(self, claim: str) -> JobView | None: ...
+
+
+class AgentCheck(BaseModel):
+    """One agent's check: its metrics, the verdict, and what was done."""
+
+    agent: str
+    new_traces: int
+    verdict: Verdict
+    action: str
+
+
+class Supervisor:
+    """Per-agent windows in memory, decisions in the state store, interventions in MLflow."""
+
+    def __init__(self, config: OnDemandOptimization, settings: Settings, launcher: Launcher, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.settings = settings
+        self.launcher = launcher
+        self.clock = clock
+        self.store = StateStore(settings.state_path)
+        self.windows = {a.name: RollingWindow(config.supervisory_agent.window_seconds) for a in config.agents}
+        self._client: Any = None
+        self._experiments: dict[str, str] = {}
+
+    def _mlflow(self) -> Any:
+        if self._client is None:
+            self._client = open_client(self.settings.tracking_uri)
+        return self._client
+
+    def _experiment(self, name: str) -> str | None:
+        if name not in self._experiments:
+            found = self._mlflow().get_experiment_by_name(name)
+            if found is None:
+                return None
+            self._experiments[name] = str(found.experiment_id)
+        return self._experiments[name]
+
+    def check_once(self) -> list[AgentCheck]:
+        """One pass over every monitored agent; raises only when MLflow itself cannot be reached."""
+        return [self._check(agent) for agent in self.config.agents]
+
+    def _check(self, agent: MonitoredAgent) -> AgentCheck:
+        now = self.clock()
+        current = state.load(self.store, agent.name)
+        followed = self._follow(agent, current)
+        window = self.windows[agent.name]
+        now_ms = int(now * 1000)
+        earliest = now_ms - int(self.config.supervisory_agent.window_seconds * 1000)
+        overlap = int(self.config.supervisory_agent.overlap_seconds * 1000)
+        since = max(earliest, current.watermark_ms - overlap) if window.outcomes else earliest
+        experiment = self._experiment(agent.experiment)
+        outcomes = read_since(self._mlflow(), experiment, agent, since) if experiment else []
+        new = window.add(outcomes)
+        window.trim(now_ms)
+        if outcomes:
+            state.save_watermark(self.store, agent.name, max(o.timestamp_ms for o in outcomes))
+        verdict = judge(window.metrics(self.config.supervisory_agent.confidence_z), self.config.triggers,
+                        self.config.supervisory_agent)
+        action = followed or "no action: " + "; ".join(verdict.reasons)
+        if verdict.trips:
+            action = self._trip(agent, verdict, now)
+        return AgentCheck(agent=agent.name, new_traces=new, verdict=verdict, action=action)
+
+    def _trip(self, agent: MonitoredAgent, verdict: Verdict, now: float) -> str:
+        trip = {"at": now, "reasons": verdict.reasons, "test": verdict.test,
+                "metrics": verdict.metrics.model_dump(mode="json")}
+        claim = state.claim_trip(self.store, agent.name, now, self.config.supervisory_agent.cooldown_seconds, trip)
+        if claim is None:
+            current = state.load(self.store, agent.name)
+            if current.inflight_job:
+                return f"tripped, but an optimization is already in flight ({current.inflight_job})"
+            return f"tripped, but cooling down until {time.strftime('%H:%M:%S', time.gmtime(current.cooldown_until))}"
+        try:
+            job_id = self.launcher.start(agent, verdict, claim)
+        except Exception as exc:  # the server is down: the trip is released so the next check can try again
+            state.release(self.store, agent.name, keep_cooldown=False, outcome={"error": failure(exc)})
+            log.warning("optimization_server_unreachable", agent=agent.name, error=failure(exc))
+            return f"tripped, but the optimization server could not be called: {failure(exc)}"
+        state.record_job(self.store, agent.name, claim, job_id)
+        self._log_intervention(agent, verdict, job_id, claim)
+        log.info("optimization_started", agent=agent.name, job=job_id, reasons=verdict.reasons)
+        return f"tripped ({'; '.join(verdict.reasons)}): optimization job {job_id} started"
+
+    def _follow(self, agent: MonitoredAgent, current: state.AgentState) -> str | None:
+        """The job in flight, if any: adopt a claim the server answered before a crash, finish a job that ended."""
+        if not current.inflight_job:
+            return None
+        claim = current.claim_id
+        if claim is not None:
+            job = self.launcher.find_by_claim(claim)
+            if job is None:  # the call never reached the server: the cooldown stands, nothing is started twice
+                state.release(self.store, agent.name, keep_cooldown=True, outcome={"error": "never started"})
+                return "a trip claimed before a restart never reached the server; cooling down"
+            state.record_job(self.store, agent.name, claim, job.id)
+            current = state.load(self.store, agent.name)
+        job = self.launcher.get(current.inflight_job or "")
+        if not job.finished:
+            return f"optimization job {job.id} still {job.status}"
+        outcome = {"job": job.id, "status": job.status, "result": job.result, "error": job.error}
+        state.release(self.store, agent.name, keep_cooldown=True, outcome=outcome)
+        self._log_outcome(agent, job)
+        return f"optimization job {job.id} ended {job.status}"
+
+    def _log_intervention(self, agent: MonitoredAgent, verdict: Verdict, job_id: str, claim: str) -> None:
+        """A run in insight-supervisor: the metrics snapshot, the reason, the test and the job."""
+        try:
+            client = self._mlflow()
+            exp = experiment_id(client, EXPERIMENT, self.settings.mlflow_artifacts / EXPERIMENT)
+            run = client.create_run(exp, run_name=f"{agent.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                                    tags={"insight.kind": "intervention", "insight.agent": agent.name,
+                                          "insight.prompt": agent.prompt, "insight.job_id": job_id,
+                                          "insight.claim": claim})
+            for key, value in {"reasons": "; ".join(verdict.reasons)[:6000], "test": verdict.test,
+                               "job_id": job_id, "prompt": agent.prompt}.items():
+                client.log_param(run.info.run_id, key, value)
+            for key, value in verdict.metrics.model_dump().items():
+                if isinstance(value, (int, float)) and value is not None:
+                    client.log_metric(run.info.run_id, key, float(value))
+        except Exception as exc:
+            log.warning("intervention_not_logged", agent=agent.name, error=failure(exc))
+
+    def _log_outcome(self, agent: MonitoredAgent, job: JobView) -> None:
+        try:
+            client = self._mlflow()
+            exp = experiment_id(client, EXPERIMENT, self.settings.mlflow_artifacts / EXPERIMENT)
+            runs = client.search_runs([exp], filter_string=f"tags.`insight.job_id` = '{job.id}'", max_results=1)
+            if runs:
+                client.set_tag(runs[0].info.run_id, "insight.outcome", job.status)
+                client.set_terminated(runs[0].info.run_id, "FINISHED" if job.status == "succeeded" else "FAILED")
+        except Exception as exc:
+            log.warning("intervention_outcome_not_logged", agent=agent.name, error=failure(exc))
+
+
+def run_forever(supervisor: Supervisor, *, stop: Callable[[], bool] = lambda: False) -> None:
+    """Check every `check_interval`; on outages, back off (doubling, capped) and keep going."""
+    interval = supervisor.config.supervisory_agent.check_interval
+    delay = interval
+    while not stop():
+        try:
+            for check in supervisor.check_once():
+                log.info("checked", agent=check.agent, new=check.new_traces, action=check.action)
+            delay = interval
+        except Exception as exc:
+            delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
+            log.warning("check_failed", error=failure(exc), retry_in_seconds=delay)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not stop():
+            time.sleep(min(0.5, delay))
