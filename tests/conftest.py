@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from insight_mcp.agents.settings import Settings, load_settings
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """No test ever writes to the real ~/.insight-mcp or reads a developer's token."""
     home = tmp_path / "home"
     monkeypatch.setenv("INSIGHT_HOME", str(home))
@@ -26,7 +27,10 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(var, raising=False)
     # In-process servers trace only in the tests about tracing: a tracking store per test would cost seconds.
     monkeypatch.setenv("INSIGHT_TRACING__ENABLED", "false")
-    return home
+    yield home
+    # mlflow.set_tracking_uri() also exports MLFLOW_TRACKING_URI, which later subprocesses and settings would
+    # inherit: no test may hand its tracking store to the next one.
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture(scope="session")

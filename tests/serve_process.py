@@ -39,7 +39,7 @@ def serve(workspace: Path, home: Path, *args: str, **env: str) -> Served:
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)
     log = home / "serve.log"
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("INSIGHT_")}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("INSIGHT_") and k != "MLFLOW_TRACKING_URI"}
     full_env |= {"INSIGHT_HOME": str(home), "INSIGHT_WORKSPACE_FILE": str(workspace), **env}
     with log.open("wb") as sink:
         proc = subprocess.Popen([str(EXE), "serve", "--port", str(port), *args], env=full_env, stderr=sink,

@@ -25,6 +25,7 @@ def _start(fixture_workspace: Path, home: Path, token: str | None, *extra: str,
     port = free_port()
     env = {**os.environ, "INSIGHT_HOME": str(home), "INSIGHT_WORKSPACE_FILE": str(fixture_workspace), **env_extra}
     env.pop("INSIGHT_API_TOKEN", None)
+    env.pop("MLFLOW_TRACKING_URI", None)  # a store another test set in this process is not this server's
     if token:
         env["INSIGHT_API_TOKEN"] = token
     exe = Path(sys.executable).with_name("insight-mcp")

@@ -44,7 +44,7 @@ class Inspector:
     def __init__(self, home: Path, workspace: Path) -> None:
         require(INSPECTOR_CLI)
         self.node = system_node()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("INSIGHT_")}
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("INSIGHT_") and k != "MLFLOW_TRACKING_URI"}
         self.env |= {"INSIGHT_HOME": str(home), "INSIGHT_WORKSPACE_FILE": str(workspace)}
 
     def call(self, target: str | tuple[str, str], tool: str, args: dict[str, Any]) -> dict[str, Any]:
