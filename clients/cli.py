@@ -20,6 +20,7 @@ from insight_mcp.clients.alerts_cli import alerts_app
 from insight_mcp.clients.analyze_cli import analyze_command
 from insight_mcp.clients.cli_common import JsonOpt, err, fail, out, print_json, settings_of
 from insight_mcp.clients.evaluate_cli import evaluate_app
+from insight_mcp.clients.optimize_cli import optimize_command
 
 app = typer.Typer(
     name="insight-mcp", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -32,6 +33,20 @@ app.add_typer(config_app, name="config")
 app.command("analyze")(analyze_command)
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(evaluate_app, name="evaluate")
+app.command("optimize")(optimize_command)
+
+
+@app.command("supervise", context_settings={"allow_extra_args": False})
+def supervise(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", help="agent_config.yaml (the seed's format).")] = None,
+    once: Annotated[bool, typer.Option("--once", help="One check, then exit (for cron).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Watch the monitored agents' traces in MLflow and call the optimization server when one really slips."""
+    from insight_mcp.supervisor.command import supervise_command
+
+    supervise_command(ctx, config=config, once=once, as_json=as_json)
 
 @app.callback()
 def main(

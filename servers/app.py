@@ -28,6 +28,7 @@ from insight_mcp.servers.event_store import SessionEventStore, give_each_session
 from insight_mcp.servers.hosts import HostOriginMiddleware, allowed_hosts, allowed_origins, check_exposure
 from insight_mcp.servers.metrics import ServerMetrics
 from insight_mcp.servers.network import build_network_server
+from insight_mcp.servers.optimization import build_optimization_server
 from insight_mcp.servers.security import build_security_server
 from insight_mcp.servers.system_tables import build_system_tables_server
 from insight_mcp.servers.toolset import InsightServer
@@ -44,6 +45,7 @@ SERVER_FACTORIES: dict[str, ServerFactory] = {
     "security": build_security_server,
     "network": build_network_server,
     "evaluation": build_evaluation_server,
+    "optimization": build_optimization_server,
 }
 
 def build_servers(settings: Settings, names: list[str] | None = None) -> dict[str, InsightServer]:

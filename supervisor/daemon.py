@@ -46,7 +46,7 @@ class Launcher(Protocol):
 
     def get(self, job_id: str) -> JobView: ...
 
-    def find_by_claim(self, claim: str) -> JobView | None: ...
+    def find_since(self, prompt: str, since: float) -> JobView | None: ...
 
 
 class AgentCheck(BaseModel):
@@ -108,7 +108,8 @@ class Supervisor:
                         self.config.supervisory_agent)
         action = followed or "no action: " + "; ".join(verdict.reasons)
         if verdict.trips:
-            action = self._trip(agent, verdict, now)
+            tripped = self._trip(agent, verdict, now)
+            action = f"{followed}; {tripped}" if followed else tripped
         return AgentCheck(agent=agent.name, new_traces=new, verdict=verdict, action=action)
 
     def _trip(self, agent: MonitoredAgent, verdict: Verdict, now: float) -> str:
@@ -137,7 +138,7 @@ class Supervisor:
             return None
         claim = current.claim_id
         if claim is not None:
-            job = self.launcher.find_by_claim(claim)
+            job = self.launcher.find_since(agent.prompt, current.inflight_since or 0.0)
             if job is None:  # the call never reached the server: the cooldown stands, nothing is started twice
                 state.release(self.store, agent.name, keep_cooldown=True, outcome={"error": "never started"})
                 return "a trip claimed before a restart never reached the server; cooling down"

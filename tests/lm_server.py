@@ -20,6 +20,19 @@ better instruction really scores higher (matches are case-insensitive):
 
 Output fields it knows: `summary`, `cited_finding_ids`, `explanation`, `narrative`; any other gets "n/a".
 
+It learns from examples too: a few-shot demo (an earlier assistant turn) or an example answer written into the
+instructions that states counts ("7 findings were raised", "It covers 12 events", "3 external IPs reached"), cites
+ids ("Start with f-…"), names the riskiest principal ("The riskiest principal is") or a severity ("-severity
+finding") counts as the matching keyword above. So demos chosen by an optimizer really change the answers.
+
+Requests from prompt optimizers get an improved instruction (`improve()`): the current instruction plus one line for
+each gap that the scorers' feedback names ("does not state the total (5 findings); a critical or high finding's
+id", "missing: …"), each line holding the keyword that closes it. It answers DSPy GEPA's instruction proposer
+(`new_instruction`, as JSON or chat-adapter fields), the `gepa` package's reflection prompt (a ``` block, as
+MLflow's GEPA uses it), MLflow's meta-prompt (a JSON object of prompt name to template), and TextGrad: the backward
+engine gets feedback that repeats the gaps, the TGD step gets `<IMPROVED_VARIABLE>…</IMPROVED_VARIABLE>`. Feedback
+that names no gap leaves the instruction as it was.
+
 Modes (`server.mode`, or `engine_lm(mode)`):
 
 - normal: the answer above, whatever the data says.
@@ -63,6 +76,8 @@ class Prompt:
     inputs: dict[str, str]
     data: Any
     user_text: str
+    system_text: str = ""
+    demos: str = ""  # the assistant turns before the last user message: few-shot demos
 
 
 def _text(content: Any) -> str:
@@ -91,7 +106,8 @@ def parse_prompt(messages: list[dict[str, Any]]) -> Prompt:
             except json.JSONDecodeError:
                 data = None
             break
-    return Prompt(instructions.strip(), outputs, inputs, data, user)
+    demos = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "assistant")
+    return Prompt(instructions.strip(), outputs, inputs, data, user, system, demos)
 
 
 def _plural(n: int, word: str) -> str:
@@ -142,8 +158,24 @@ def _network(data: dict[str, Any], instructions: str) -> str:
             f"egress control denied {_plural(int(data['egress_denials']), 'connection')}.")
 
 
+# Example answers (demos, or examples written into the instructions) that teach a behaviour, and its keyword.
+_EXAMPLE_SIGNS = (
+    (re.compile(r"\b\d+ findings? were raised|\bit covers \d+ events?\b|\b\d+ external ips? reached", re.I),
+     "counts exactly"),
+    (re.compile(r"\bstart with f-[0-9a-f]{20}", re.I), "cite finding ids"),
+    (re.compile(r"\bthe riskiest principal is\b", re.I), "riskiest principal"),
+    (re.compile(r"-severity finding\b", re.I), "severity"),
+)
+
+
+def _learned(prompt: Prompt) -> str:
+    """The keywords that example answers in the demos or the instructions teach, as extra instruction text."""
+    shown = prompt.instructions + "\n" + prompt.demos
+    return "".join(f" {keyword}" for sign, keyword in _EXAMPLE_SIGNS if sign.search(shown))
+
+
 def _fields(prompt: Prompt, gullible: bool) -> dict[str, Any]:
-    instructions = prompt.instructions.lower()
+    instructions = prompt.instructions.lower() + _learned(prompt)
     data = prompt.data if isinstance(prompt.data, dict) else {}
     injected = any(phrase in prompt.user_text.lower() for phrase in INJECTION_PHRASES)
     values: dict[str, Any] = {}
@@ -161,10 +193,96 @@ def _fields(prompt: Prompt, gullible: bool) -> dict[str, Any]:
     return {name: values.get(name, "n/a") for name in prompt.outputs}
 
 
+# --- prompt optimizers' requests --------------------------------------------------------------------------------
+
+_GAPS = re.compile(r"(?:does|do) not state ([^\n\"<\\]*)|missing: ([^\n\"<\\]*)", re.I)
+# What each gap in a scorer's feedback asks the instructions to add; each remedy holds the keyword reply() reacts to.
+_REMEDIES = (
+    (re.compile(r"finding's id|finding id|cite", re.I),
+     "Cite finding ids: put the ids of the critical and high findings you mention in cited_finding_ids."),
+    (re.compile(r"riskiest principal", re.I), "Name the riskiest principal, with its number of findings."),
+    (re.compile(r"the severity", re.I), "State the severity exactly as given."),
+    (re.compile(r"total|\d+\s+(?:critical|high|medium|low|info)\b|count|\d|external ips|anonymisers|denials|"
+                r"denied addresses", re.I), "State counts exactly as they appear in the data."),
+)
+_KEYWORDS = ("cite finding ids", "riskiest principal", "severity", "counts exactly")
+
+
+def gaps(feedback: str) -> list[str]:
+    """The things the feedback says an answer left out, one per item of each `does not state …` list."""
+    found = []
+    for match in _GAPS.finditer(feedback):
+        found += [item.strip() for item in (match.group(1) or match.group(2) or "").split(";") if item.strip()]
+    return found
+
+
+def improve(instruction: str, feedback: str) -> str:
+    """The instruction with one line added for each gap the feedback names that it does not already cover."""
+    have = instruction.lower()
+    added: list[str] = []
+    for gap in gaps(feedback):
+        for pattern, remedy in _REMEDIES:
+            if pattern.search(gap):
+                keyword = next(k for k in _KEYWORDS if k in remedy.lower())
+                if keyword not in have and remedy not in added:
+                    added.append(remedy)
+                break
+    return instruction.rstrip() + "".join(f"\n- {line}" for line in added) if added else instruction
+
+
+def _between(text: str, start: str, end: str) -> str | None:
+    _, found, rest = text.partition(start)
+    if not found:
+        return None
+    inside, closed, _ = rest.partition(end)
+    return inside if closed else None
+
+
+def optimizer_reply(messages: list[dict[str, Any]]) -> str | None:
+    """The answer to a prompt optimizer's request (see the module docstring), or None for any other request."""
+    prompt = parse_prompt(messages)
+    everything = prompt.system_text + "\n" + prompt.user_text
+    if "new_instruction" in prompt.outputs and "current_instruction" in prompt.inputs:  # DSPy GEPA's proposer
+        better = improve(prompt.inputs["current_instruction"], prompt.inputs.get("examples_with_feedback", ""))
+        if "Outputs will be a JSON object" in prompt.system_text:
+            return json.dumps({"new_instruction": better})
+        return f"[[ ## new_instruction ## ]]\n{better}\n\n[[ ## completed ## ]]"
+    if "You are the gradient (feedback) engine" in prompt.system_text:  # TextGrad's backward pass
+        objective = _between(prompt.user_text, "<OBJECTIVE_FUNCTION>", "</OBJECTIVE_FUNCTION>") or ""
+        found = gaps(objective)
+        if not found:
+            return "The variable already works well for this output; no change is needed."
+        return (f"The answer does not state {'; '.join(found)}. The system prompt never asks for these: add an "
+                "explicit instruction for each.")
+    if "<IMPROVED_VARIABLE>" in prompt.system_text:  # TextGrad's TGD step
+        current = _between(prompt.user_text, "<VARIABLE> ", " </VARIABLE>")
+        if current is None:
+            return None
+        context = prompt.user_text.partition(" </VARIABLE>")[2]
+        return f"<IMPROVED_VARIABLE>{improve(current, context)}</IMPROVED_VARIABLE>"
+    if "I provided an assistant with the following instructions" in everything:  # the gepa package's reflection
+        current = _between(everything, "```\n", "\n```")
+        if current is None:
+            return None
+        return f"```\n{improve(current, everything.partition(current)[2])}\n```"
+    if "You are an expert prompt engineer" in everything and "CURRENT PROMPTS:" in everything:  # MLflow meta-prompt
+        block = everything.partition("CURRENT PROMPTS:\n")[2]
+        name = block.partition("Prompt name: ")[2].partition("\n")[0].strip()
+        template = block.partition("\nTemplate: ")[2]
+        ends = [template.find(m) for m in ("\n\nEVALUATION EXAMPLES", "\n\nPROMPT ENGINEERING BEST PRACTICES")]
+        template = template[:min(i for i in ends if i >= 0)] if any(i >= 0 for i in ends) else template
+        feedback = everything.partition("EVALUATION EXAMPLES")[2]
+        return json.dumps({name: improve(template.strip(), feedback)})
+    return None
+
+
 def reply(messages: list[dict[str, Any]], mode: str = "normal") -> str:
     """The assistant's text for one chat-adapter request, in the adapter's `[[ ## field ## ]]` format."""
     if mode == "garbage":
         return GARBAGE
+    improved = optimizer_reply(messages)
+    if improved is not None:
+        return improved
     prompt = parse_prompt(messages)
     sections = []
     for name, value in _fields(prompt, gullible=mode == "gullible").items():

@@ -1,0 +1,53 @@
+"""`insight-mcp supervise`: the daemon, or one check for cron (`--once`)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from insight_mcp.clients.cli_common import JsonOpt, fail, out, print_json, settings_of
+
+
+def supervise_command(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", help="agent_config.yaml (the seed's format); default: "
+                                                                  "the seed's values, watching our own prompts.")]
+    = None,
+    once: Annotated[bool, typer.Option("--once", help="One check, then exit (for cron).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Watch the monitored agents' traces in MLflow and call the optimization server when one really slips."""
+    from insight_mcp.supervisor.config import ConfigError, load_agent_config
+    from insight_mcp.supervisor.daemon import Supervisor, run_forever
+    from insight_mcp.supervisor.launcher import McpLauncher
+
+    settings = settings_of(ctx)
+    try:
+        ondemand = load_agent_config(config.expanduser() if config else None).ondemand_optimization
+    except ConfigError as exc:
+        fail(str(exc))
+    if not ondemand.enabled:
+        fail("ondemand_optimization.enabled is false in the configuration: nothing to supervise", code=0)
+    supervisor = Supervisor(ondemand, settings, McpLauncher(ondemand, settings))
+    if once:
+        try:
+            checks = supervisor.check_once()
+        except Exception as exc:
+            from insight_mcp.agents.core.mlflow_store import unreachable
+
+            fail(unreachable(exc))
+        if as_json:
+            print_json([c.model_dump(mode="json") for c in checks])
+            return
+        for check in checks:
+            out.print(f"[bold]{check.agent}[/]: {check.new_traces} new traces, {check.verdict.metrics.volume} in the "
+                      f"window; {check.action}", highlight=False)
+        return
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    run_forever(supervisor, stop=stopping.is_set)

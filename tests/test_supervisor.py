@@ -1,0 +1,87 @@
+"""The supervisor against a real `insight-mcp serve` over streamable HTTP: a real slip trips exactly once, the job
+is followed across a restart, and the cooldown holds. Without an LM the optimization job fails, which is enough
+to follow the supervisor's own decisions; the optimization itself is tested in test_optimization*."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from serve_process import serve
+
+from insight_mcp.agents.core.mlflow_store import experiment_id, open_client
+from insight_mcp.agents.settings import load_settings
+from insight_mcp.supervisor import state
+from insight_mcp.supervisor.config import AgentConfig
+from insight_mcp.supervisor.daemon import EXPERIMENT, Supervisor
+from insight_mcp.supervisor.launcher import McpLauncher
+
+pytestmark = pytest.mark.e2e
+
+
+def _burst(tracking_uri: str, artifacts: Path, n: int, errors: int) -> None:
+    import mlflow
+
+    client = open_client(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = experiment_id(client, "insight-narrative", artifacts / "insight-narrative")
+    now = time.time_ns()
+    for i in range(n):
+        span = mlflow.start_span_no_context("narrative.security_summary", experiment_id=experiment,
+                                            start_time_ns=now + i * 1_000_000,
+                                            tags={"insight.agent": "narrative",
+                                                  "insight.prompt": "insight.security_summary"})
+        span.end(status="ERROR" if i < errors else "OK", end_time_ns=now + i * 1_000_000 + 20_000_000)
+    mlflow.flush_trace_async_logging()
+
+
+def test_a_real_slip_trips_once_the_job_is_followed_across_a_restart_and_the_cooldown_holds(
+    tmp_path: Path, fixture_workspace: Path, migrated_store: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(migrated_store, home / "mlflow.db")
+    settings = load_settings(home=home, workspace_file=fixture_workspace)
+    served = serve(fixture_workspace, home, INSIGHT_TRACING__ENABLED="false")
+    try:
+        config = AgentConfig.model_validate({"ondemand_optimization": {
+            "mcp_server": {"endpoint": served.base}, "supervisory_agent": {"min_traces_for_trigger": 50}}})
+        ondemand = config.ondemand_optimization
+        _burst(settings.tracking_uri, settings.mlflow_artifacts, 40, 2)
+        supervisor = Supervisor(ondemand, settings, McpLauncher(ondemand, settings))
+        quiet = {c.agent: c for c in supervisor.check_once()}["security_summary"]
+        assert not quiet.verdict.trips and "fewer than min_traces_for_trigger" in quiet.action
+
+        _burst(settings.tracking_uri, settings.mlflow_artifacts, 40, 20)  # 22 errors in 80 calls
+        tripped = {c.agent: c for c in supervisor.check_once()}["security_summary"]
+        assert tripped.new_traces == 40 and tripped.verdict.trips, tripped.action
+        assert "optimization job" in tripped.action and "started" in tripped.action
+        job_id = state.load(supervisor.store, "security_summary").inflight_job
+        assert job_id and not job_id.startswith(state.STARTING)
+
+        # A new process (as after kill -9) reads the same state: it follows the job, it does not trip again.
+        restarted = Supervisor(ondemand, settings, McpLauncher(ondemand, settings))
+        deadline = time.monotonic() + 120
+        while True:
+            check = {c.agent: c for c in restarted.check_once()}["security_summary"]
+            if "ended" in check.action or time.monotonic() > deadline:
+                break
+            assert "still" in check.action or "already in flight" in check.action, check.action
+            time.sleep(0.5)
+        assert "ended failed" in check.action  # no LM configured here: the job says so and ends
+        after = state.load(restarted.store, "security_summary")
+        assert after.inflight_job is None and "INSIGHT_LM" in (after.last_trip["outcome"]["error"] or "")
+        again = {c.agent: c for c in restarted.check_once()}["security_summary"]
+        assert again.verdict.trips and "cooling down" in again.action
+    finally:
+        served.stop()
+
+    client = open_client(settings.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert len(runs) == 1, "one trip, one intervention"
+    run = runs[0]
+    assert run.data.tags["insight.job_id"] == job_id and run.data.tags["insight.outcome"] == "failed"
+    assert "error rate" in run.data.params["reasons"] and "wilson" in run.data.params["test"]
+    assert run.data.metrics["volume"] == 80 and run.data.metrics["errors"] == 22
