@@ -44,22 +44,23 @@ def add_job_tools(
 
     `example_from` names the tool whose answer gives the docs example a live job id (the tool that starts one).
     """
+    article = "an" if noun[:1].lower() in "aeiou" else "a"
     example = {"job_id": "job-4Zq1b7W0c9Yd2Xe5Vf8Ug3Th"}
     example_from = example_from or {"job_id": f"list_{noun}_jobs:/jobs/0/id"}
 
-    @server.declare(f"get_{noun}_job", title=f"Get a {noun} job", example=example, example_from=example_from)
+    @server.declare(f"get_{noun}_job", title=f"Get {article} {noun} job", example=example, example_from=example_from)
     async def get_job(
-        job_id: Annotated[str, Field(description=f"The handle a {noun} tool returned.")], ctx: Context,
+        job_id: Annotated[str, Field(description=f"The handle {article} {noun} tool returned.")], ctx: Context,
     ) -> Annotated[CallToolResult, JobRecord]:
         """The status, progress (0-1), result or error of one job this caller started. Poll it, or use the wait
         tool to be told of progress as it happens.
         """
         return respond(runner.get(job_id.strip(), caller_of(ctx)), source=source)
 
-    @server.declare(f"wait_for_{noun}_job", title=f"Wait for a {noun} job",
+    @server.declare(f"wait_for_{noun}_job", title=f"Wait for {article} {noun} job",
                     example={**example, "timeout_seconds": 120}, example_from=example_from)
     async def wait_for_job(
-        job_id: Annotated[str, Field(description=f"The handle a {noun} tool returned.")], ctx: Context,
+        job_id: Annotated[str, Field(description=f"The handle {article} {noun} tool returned.")], ctx: Context,
         timeout_seconds: Annotated[int, Field(ge=1, le=MAX_WAIT_SECONDS, description="Longest wait.")] = 60,
     ) -> Annotated[CallToolResult, JobRecord]:
         """Wait until the job finishes or the timeout passes, sending progress notifications meanwhile; returns
@@ -82,10 +83,10 @@ def add_job_tools(
         jobs = [job.model_copy(update={"result": None}) for job in runner.list(caller_of(ctx), limit=limit)]
         return respond(JobList(jobs=jobs), source=source)
 
-    @server.declare(f"cancel_{noun}_job", title=f"Cancel a {noun} job", example=example, example_from=example_from,
-                    writes=True, idempotent=True)
+    @server.declare(f"cancel_{noun}_job", title=f"Cancel {article} {noun} job", example=example,
+                    example_from=example_from, writes=True, idempotent=True)
     async def cancel_job(
-        job_id: Annotated[str, Field(description=f"The handle a {noun} tool returned.")], ctx: Context,
+        job_id: Annotated[str, Field(description=f"The handle {article} {noun} tool returned.")], ctx: Context,
     ) -> Annotated[CallToolResult, JobRecord]:
         """Stop a running job of this caller's; it ends as `cancelled` and keeps how far it got. A finished job
         is returned as it ended.

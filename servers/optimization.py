@@ -25,7 +25,7 @@ from insight_mcp.agents.optimization.model import (
 from insight_mcp.agents.optimization.optimizers import check_available
 from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.version import VERSION
-from insight_mcp.servers.common import describe_error, respond
+from insight_mcp.servers.common import UNTRUSTED_DATA, describe_error, respond
 from insight_mcp.servers.jobs import add_job_tools, caller_of
 from insight_mcp.servers.toolset import InsightServer
 
@@ -172,5 +172,32 @@ def build_optimization_server(settings: Settings, backend: SystemTables) -> Insi
         moved = await anyio.to_thread.run_sync(
             lambda: registry.rollback(settings, prompt, to_version, by=caller_of(ctx)))
         return respond(moved, source=SOURCE)
+
+    @server.resource("insight://optimization/prompts", name="optimizable prompts", title="Optimizable prompts",
+                     mime_type="application/json",
+                     description="The registered prompts optimize_prompt can improve, with their built-in default "
+                                 "instructions (the registry's versions are listed by list_prompt_versions).")
+    def prompts_resource() -> str:
+        import json
+
+        from insight_mcp.agents.core.prompts import PROMPTS
+
+        return json.dumps({name: {"default_template": spec.template} for name, spec in PROMPTS.items()}, indent=1)
+
+    @server.prompt(name="improve_prompt", title="Improve a prompt",
+                   description="Optimize one registered prompt, compare it with production, and report the outcome.")
+    def improve_prompt(prompt: str = "insight.security_summary") -> str:
+        return (
+            f"Improve the registered prompt {prompt[:200]!r}: call list_prompt_versions to see its versions, then "
+            "optimize_prompt and wait_for_optimization_job until it ends. Report the champion's and the candidate's "
+            "held-out scores, the significance test and its p-value, and whether it was promoted and why. If it was "
+            f"promoted and later answers get worse, rollback_prompt restores the previous version. {UNTRUSTED_DATA}"
+        )
+
+    @server.completes("improve_prompt", "prompt")
+    async def prompt_names(typed: str) -> list[str]:
+        from insight_mcp.agents.core.prompts import PROMPTS
+
+        return [name for name in PROMPTS if name.startswith(typed.strip())]
 
     return server

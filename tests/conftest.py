@@ -19,6 +19,8 @@ from insight_mcp.agents.settings import Settings, load_settings
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """No test ever writes to the real ~/.insight-mcp or reads a developer's token."""
     home = tmp_path / "home"
+    # Popped outright, not through monkeypatch: monkeypatch would restore a store an earlier test leaked.
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     monkeypatch.setenv("INSIGHT_HOME", str(home))
     monkeypatch.setenv("TEXTGRAD_LOG_DIR", str(home / "logs"))
     for var in ("INSIGHT_API_TOKEN", "INSIGHT_CONFIG", "INSIGHT_BACKEND", "INSIGHT_WORKSPACE_FILE",

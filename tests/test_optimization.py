@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
 import re
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,14 +90,6 @@ def worse(settings: Settings, migrated_store: Path) -> Settings:
 @pytest.fixture
 def cases(tmp_path: Path) -> Path:
     return write_cases(tmp_path / "cases.jsonl", 24)
-
-
-@pytest.fixture(autouse=True)
-def _no_tracking_uri_left_behind() -> Iterator[None]:
-    """MLflow's fluent API exports MLFLOW_TRACKING_URI, which load_settings reads: a module fixture set up after this
-    test (before conftest clears it) would otherwise open this test's store."""
-    yield
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 # --- significance ----------------------------------------------------------------------------------------------

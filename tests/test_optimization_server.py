@@ -4,7 +4,6 @@ that say what to change (INSIGHT_LM among them), and read-only mode without a si
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,14 +25,6 @@ from insight_mcp.servers.toolset import InsightServer
 
 WRITE_TOOLS = {"optimize_prompt", "promote_prompt", "rollback_prompt", "cancel_optimization_job"}
 READ_TOOLS = {"get_optimization_job", "wait_for_optimization_job", "list_optimization_jobs", "list_prompt_versions"}
-
-
-@pytest.fixture(autouse=True)
-def _no_tracking_uri_left_behind() -> Iterator[None]:
-    """MLflow's fluent API exports MLFLOW_TRACKING_URI, which load_settings reads: a module fixture set up after this
-    test (before conftest clears it) would otherwise open this test's store."""
-    yield
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture

@@ -11,10 +11,12 @@ import contextlib
 import fcntl
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+_OPENING = threading.Lock()
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 UNREACHABLE_HINT = "check MLFLOW_TRACKING_URI or INSIGHT_MLFLOW_TRACKING_URI and try again"
 
@@ -64,9 +66,12 @@ def open_client(tracking_uri: str) -> Any:
     # MLflow prints "View run ... at" to stdout when a run ends on a tracking server: stdout belongs to JSON
     # answers (`--json`) and to the stdio transport, so that print is always off.
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-    import mlflow
+    # Threads of one process opening stores at once race in MLflow's lazy imports of its store models
+    # (seen as AttributeError: dimension_attributes): one opening at a time per process as well.
+    with _OPENING:
+        import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    with store_lock(tracking_uri, "init"):
-        client.search_experiments(max_results=1)  # creates and migrates a new store, once, under the lock
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        with store_lock(tracking_uri, "init"):
+            client.search_experiments(max_results=1)  # creates and migrates a new store, once, under the lock
     return client
