@@ -36,6 +36,7 @@ from lm_server import AdapterEngine, _summary  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 from test_evaluate_agent import WORSE, summary_facts  # noqa: E402
 
+from insight_mcp.agents.core.mlflow_store import open_client  # noqa: E402
 from insight_mcp.agents.settings import Settings, load_settings  # noqa: E402
 
 OPTIMIZERS = (("dspy", "bootstrap_few_shot"), ("dspy", "gepa"), ("textgrad", "tgd"), ("mlflow", "metaprompt"),
@@ -66,13 +67,11 @@ def write_cases(path: Path, n: int) -> None:
 
 def champion_store(folder: Path) -> Path:
     """A migrated store whose production summary prompt is the vague version 2."""
-    import mlflow
-
     from insight_mcp.agents.core.prompts import PRODUCTION_ALIAS, SECURITY_SUMMARY, load_prompt
 
     settings = load_settings(home=folder)
     load_prompt(settings, SECURITY_SUMMARY)
-    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    client = open_client(settings.tracking_uri)
     version = client.register_prompt(SECURITY_SUMMARY, WORSE, commit_message="the vague champion").version
     client.set_prompt_alias(SECURITY_SUMMARY, PRODUCTION_ALIAS, version)
     return folder / "mlflow.db"

@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
+from insight_mcp.agents.core.mlflow_store import open_client
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
 from insight_mcp.agents.orchestrator import AnalysisRequest, analyze
 from insight_mcp.agents.reporting.model import Report
@@ -97,12 +98,10 @@ def test_json_report_matches_the_published_schema(analysed) -> None:
 
 
 def test_the_analysis_is_an_mlflow_run_with_traced_stages_and_agents(analysed) -> None:
-    import mlflow
-
     settings, result = analysed
     tracking = result.tracking
     assert tracking.status == "recorded", tracking.reason
-    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    client = open_client(settings.tracking_uri)
     experiment = client.get_experiment_by_name("insight-analysis")
     assert experiment.artifact_location.startswith((settings.home / "mlflow-artifacts").as_uri())
     run = client.get_run(tracking.run_id)
@@ -279,7 +278,6 @@ async def test_the_latest_reports_are_mcp_resources(analysed, tmp_path: Path) ->
 
 
 def test_with_an_lm_the_narrative_is_lm_written_validated_and_traced(tmp_path: Path, demo_workspace: Path) -> None:
-    import mlflow
     from lm_server import LMServer
 
     with LMServer(api_key="sk-test-analyze") as lm:
@@ -292,7 +290,7 @@ def test_with_an_lm_the_narrative_is_lm_written_validated_and_traced(tmp_path: P
     assert str(result.report.counts.total) in narrative.executive_summary
     assert set(narrative.prompts) >= {"insight.security_summary", "insight.network_narrative"}
     assert narrative.executive_summary in Path(result.reports.paths["md"]).read_text()
-    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    client = open_client(settings.tracking_uri)
     experiment = client.get_experiment_by_name("insight-narrative")
     traces = client.search_traces(locations=[experiment.experiment_id], max_results=50)
     prompts = {t.info.tags.get("insight.prompt") for t in traces}
@@ -302,7 +300,6 @@ def test_with_an_lm_the_narrative_is_lm_written_validated_and_traced(tmp_path: P
 
 
 def test_a_report_and_a_finding_explanation_can_be_rated(tmp_path: Path, demo_workspace: Path) -> None:
-    import mlflow
     from lm_server import LMServer
 
     with LMServer() as lm:
@@ -317,7 +314,7 @@ def test_a_report_and_a_finding_explanation_can_be_rated(tmp_path: Path, demo_wo
                                      "--json"], env=env)
         assert answer.exit_code == 0, answer.output
         receipt = json.loads(answer.stdout)
-        trace = mlflow.MlflowClient(tracking_uri=settings.tracking_uri).get_trace(receipt["trace_id"])
+        trace = open_client(settings.tracking_uri).get_trace(receipt["trace_id"])
         assert [(a.name, a.value) for a in trace.info.assessments] == [("rating", rating)]
         expected = ("insight.security_summary" if insight_id == result.report.report_id
                     else "insight.finding_explanation")

@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from insight_mcp.agents.core.feedback import FeedbackError, rate_call
+from insight_mcp.agents.core.mlflow_store import open_client
 from insight_mcp.agents.settings import load_settings
 from insight_mcp.clients.client import connect_in_process
 from insight_mcp.clients.demo import free_port
@@ -24,8 +25,6 @@ EXE = Path(sys.executable).with_name("insight-mcp")
 
 
 def test_a_rating_lands_on_the_trace_of_the_answer(fixture_workspace: Path, tmp_path: Path) -> None:
-    import mlflow
-
     home = tmp_path / "home"
     settings = load_settings(home=home, workspace_file=fixture_workspace, tracing={"enabled": True})
     servers = build_servers(settings, ["system-tables"])
@@ -46,7 +45,7 @@ def test_a_rating_lands_on_the_trace_of_the_answer(fixture_workspace: Path, tmp_
     receipt = json.loads(done.stdout)
     assert receipt["tool"] == "run_query" and receipt["server"] == "system-tables" and receipt["rating"] == 4
 
-    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    client = open_client(settings.tracking_uri)
     (assessment,) = client.get_trace(receipt["trace_id"]).info.assessments
     assert (assessment.name, assessment.value, assessment.rationale) == ("rating", 4, "right count, slow")
     assert assessment.source.source_type == "HUMAN" and assessment.source.source_id == "dana"

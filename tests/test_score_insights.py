@@ -12,6 +12,7 @@ import pytest
 import typer
 from lm_server import AdapterEngine
 
+from insight_mcp.agents.core.mlflow_store import open_client
 from insight_mcp.agents.evaluation.detections import LabelsError, labels_from_backend, score_detections
 from insight_mcp.agents.evaluation.insights import InsightScores, score_insights
 from insight_mcp.agents.evaluation.runs import EvaluationError
@@ -93,7 +94,7 @@ def test_the_latest_report_is_scored_per_agent_and_overall(analysed: tuple[Setti
     assert scores.insight_quality.accuracy == pytest.approx(
         (security.accuracy + parts["network"].accuracy + 1.0) / 3, abs=1e-4)
 
-    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    client = open_client(settings.tracking_uri)
     run = client.get_run(scores.mlflow_run_id)
     assert scores.tracking == "logged" and run.data.tags["insight.kind"] == "insight_scores"
     assert run.data.metrics["overall"] == pytest.approx(scores.overall)

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
+from insight_mcp.agents.core.mlflow_store import open_client
 from insight_mcp.agents.core.tracing import experiment_traces
 from insight_mcp.agents.settings import Settings, load_settings
 from insight_mcp.clients.client import ToolCallError, connect_in_process
@@ -23,9 +24,7 @@ def _settings(home: Path, workspace: Path, **tracing: Any) -> Settings:
 
 
 def _traces(settings: Settings) -> list[Any]:
-    import mlflow
-
-    experiment = mlflow.MlflowClient(tracking_uri=settings.tracking_uri).get_experiment_by_name(
+    experiment = open_client(settings.tracking_uri).get_experiment_by_name(
         settings.tracing.experiment)
     assert experiment is not None, "the tool-call experiment was never created"
     assert experiment.artifact_location.startswith(settings.mlflow_artifacts.as_uri())
@@ -78,8 +77,6 @@ def test_a_burst_of_2000_calls_leaves_2000_traces(
 
 
 def test_a_failed_call_is_an_error_trace_with_its_reason(fixture_workspace: Path, tmp_path: Path) -> None:
-    import mlflow
-
     settings = _settings(tmp_path / "home", fixture_workspace)
     server = build_servers(settings, ["security"])["security"]
 
@@ -93,7 +90,7 @@ def test_a_failed_call_is_an_error_trace_with_its_reason(fixture_workspace: Path
     (trace,) = _traces(settings)
     assert str(trace.info.state).endswith("ERROR")
     assert trace.info.tags["insight.tool"] == "get_finding" and trace.info.tags["insight.status"] == "error"
-    full = mlflow.MlflowClient(tracking_uri=settings.tracking_uri).get_trace(trace.info.trace_id)
+    full = open_client(settings.tracking_uri).get_trace(trace.info.trace_id)
     (span,) = full.data.spans
     assert span.inputs == {"finding_id": "f-nope"}
     assert "no finding 'f-nope'" in span.attributes["error"]

@@ -71,7 +71,9 @@ def open_client(tracking_uri: str) -> Any:
     with _OPENING:
         import mlflow
 
-        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        # MlflowClient() itself creates and migrates a new SQLite store (TrackingServiceClient and TracingClient
+        # fetch their store in __init__), so the client is built under the lock, not only its first call.
         with store_lock(tracking_uri, "init"):
-            client.search_experiments(max_results=1)  # creates and migrates a new store, once, under the lock
+            client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+            client.search_experiments(max_results=1)
     return client

@@ -211,9 +211,9 @@ class TraceRecorder:
 
 def experiment_traces(tracking_uri: str, experiment: str, page_size: int = 500) -> list[Any]:
     """Every trace of one experiment (infos, no spans), paged through: [] when the experiment does not exist."""
-    import mlflow
+    from insight_mcp.agents.core.mlflow_store import open_client
 
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    client = open_client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
