@@ -175,12 +175,21 @@ class Settings(BaseSettings):
         5.0, ge=0, le=3600, description="How long a loaded @production prompt is reused before the alias is re-read."
     )
 
+    agent_config: Path | None = Field(
+        None, description="The supervisor's agent_config.yaml (the seed's format), read by `supervise`, "
+                          "trigger_optimization and the status page; default $INSIGHT_HOME/agent_config.yaml if it "
+                          "exists, else the seed's values.")
+    optimization_config: Path | None = Field(
+        None, description="optimization_config.yaml for scheduled optimization; default "
+                          "$INSIGHT_HOME/optimization_config.yaml if it exists, else the seed's values.")
+    mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="Where the MLflow UI is served, for the links "
+                                                                     "of the status page and reports.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     read_only: bool = Field(False, description="Leave every write tool out of every server (INSIGHT_READ_ONLY).")
 
     _comma_lists = field_validator("allowed_hosts", "allowed_origins", mode="before")(comma_list)
 
-    @field_validator("home", "workspace_file", mode="after")
+    @field_validator("home", "workspace_file", "agent_config", "optimization_config", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -209,6 +218,22 @@ class Settings(BaseSettings):
     def reports_dir(self) -> Path:
         """Where `analyze` writes reports unless told otherwise."""
         return self.reports.out_dir or self.home / "reports"
+
+    @property
+    def agent_config_path(self) -> Path | None:
+        """The supervisor's configuration file, if there is one."""
+        if self.agent_config is not None:
+            return self.agent_config
+        found = self.home / "agent_config.yaml"
+        return found if found.is_file() else None
+
+    @property
+    def optimization_config_path(self) -> Path | None:
+        """The scheduled optimization's configuration file, if there is one."""
+        if self.optimization_config is not None:
+            return self.optimization_config
+        found = self.home / "optimization_config.yaml"
+        return found if found.is_file() else None
 
     @property
     def tracking_uri(self) -> str:

@@ -15,19 +15,22 @@ from insight_mcp.clients.cli_common import JsonOpt, fail, out, print_json, setti
 def supervise_command(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", help="agent_config.yaml (the seed's format); default: "
-                                                                  "the seed's values, watching our own prompts.")]
+                                                                  "INSIGHT_AGENT_CONFIG, then "
+                                                                  "$INSIGHT_HOME/agent_config.yaml, else the seed's "
+                                                                  "values, watching our own prompts.")]
     = None,
     once: Annotated[bool, typer.Option("--once", help="One check, then exit (for cron).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Watch the monitored agents' traces in MLflow and call the optimization server when one really slips."""
-    from insight_mcp.supervisor.config import ConfigError, load_agent_config
+    from insight_mcp.agents.supervision.config import ConfigError, load_agent_config
     from insight_mcp.supervisor.daemon import Supervisor, run_forever
     from insight_mcp.supervisor.launcher import McpLauncher
 
     settings = settings_of(ctx)
     try:
-        ondemand = load_agent_config(config.expanduser() if config else None).ondemand_optimization
+        ondemand = load_agent_config(config.expanduser() if config else settings.agent_config_path
+                                     ).ondemand_optimization
     except ConfigError as exc:
         fail(str(exc))
     if not ondemand.enabled:

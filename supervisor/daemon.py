@@ -15,17 +15,18 @@ from typing import Any, Protocol
 import structlog
 from pydantic import BaseModel
 
-from insight_mcp.agents.core.mlflow_store import experiment_id, failure, open_client
+from insight_mcp.agents.core.mlflow_store import failure, open_client
 from insight_mcp.agents.core.state import StateStore
 from insight_mcp.agents.settings import Settings
-from insight_mcp.supervisor import state
-from insight_mcp.supervisor.config import MonitoredAgent, OnDemandOptimization
+from insight_mcp.agents.supervision import state
+from insight_mcp.agents.supervision.config import MonitoredAgent, OnDemandOptimization
+from insight_mcp.agents.supervision.interventions import EXPERIMENT, Trip, log_outcome, trip
 from insight_mcp.supervisor.reader import read_since
 from insight_mcp.supervisor.window import RollingWindow, Verdict, judge
 
 log = structlog.get_logger("insight_mcp.supervisor")
 
-EXPERIMENT = "insight-supervisor"
+__all__ = ["EXPERIMENT", "AgentCheck", "JobView", "Launcher", "Supervisor", "run_forever"]
 MAX_BACKOFF = 600.0
 
 
@@ -110,27 +111,20 @@ class Supervisor:
         if verdict.trips:
             tripped = self._trip(agent, verdict, now)
             action = f"{followed}; {tripped}" if followed else tripped
+        state.save_check(self.store, state.CheckSnapshot(
+            agent=agent.name, checked_at=now, metrics=verdict.metrics.model_dump(mode="json"),
+            reasons=verdict.reasons, trips=verdict.trips, action=action))
         return AgentCheck(agent=agent.name, new_traces=new, verdict=verdict, action=action)
 
     def _trip(self, agent: MonitoredAgent, verdict: Verdict, now: float) -> str:
-        trip = {"at": now, "reasons": verdict.reasons, "test": verdict.test,
-                "metrics": verdict.metrics.model_dump(mode="json")}
-        claim = state.claim_trip(self.store, agent.name, now, self.config.supervisory_agent.cooldown_seconds, trip)
-        if claim is None:
-            current = state.load(self.store, agent.name)
-            if current.inflight_job:
-                return f"tripped, but an optimization is already in flight ({current.inflight_job})"
-            return f"tripped, but cooling down until {time.strftime('%H:%M:%S', time.gmtime(current.cooldown_until))}"
-        try:
-            job_id = self.launcher.start(agent, verdict, claim)
-        except Exception as exc:  # the server is down: the trip is released so the next check can try again
-            state.release(self.store, agent.name, keep_cooldown=False, outcome={"error": failure(exc)})
-            log.warning("optimization_server_unreachable", agent=agent.name, error=failure(exc))
-            return f"tripped, but the optimization server could not be called: {failure(exc)}"
-        state.record_job(self.store, agent.name, claim, job_id)
-        self._log_intervention(agent, verdict, job_id, claim)
-        log.info("optimization_started", agent=agent.name, job=job_id, reasons=verdict.reasons)
-        return f"tripped ({'; '.join(verdict.reasons)}): optimization job {job_id} started"
+        why = Trip(trigger="threshold", reasons=verdict.reasons, test=verdict.test,
+                   metrics=verdict.metrics.model_dump(mode="json"))
+        outcome = trip(self.settings, self.store, agent, why, now=now,
+                       cooldown_seconds=self.config.supervisory_agent.cooldown_seconds,
+                       start=lambda claim: self.launcher.start(agent, verdict, claim))
+        if outcome.started:
+            return f"tripped ({'; '.join(verdict.reasons)}): optimization job {outcome.job_id} started"
+        return "tripped, but " + outcome.message.removeprefix("not started: ")
 
     def _follow(self, agent: MonitoredAgent, current: state.AgentState) -> str | None:
         """The job in flight, if any: adopt a claim the server answered before a crash, finish a job that ended."""
@@ -149,37 +143,8 @@ class Supervisor:
             return f"optimization job {job.id} still {job.status}"
         outcome = {"job": job.id, "status": job.status, "result": job.result, "error": job.error}
         state.release(self.store, agent.name, keep_cooldown=True, outcome=outcome)
-        self._log_outcome(agent, job)
+        log_outcome(self.settings, self.store, agent, job.id, job.status, job.result)
         return f"optimization job {job.id} ended {job.status}"
-
-    def _log_intervention(self, agent: MonitoredAgent, verdict: Verdict, job_id: str, claim: str) -> None:
-        """A run in insight-supervisor: the metrics snapshot, the reason, the test and the job."""
-        try:
-            client = self._mlflow()
-            exp = experiment_id(client, EXPERIMENT, self.settings.mlflow_artifacts / EXPERIMENT)
-            run = client.create_run(exp, run_name=f"{agent.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                                    tags={"insight.kind": "intervention", "insight.agent": agent.name,
-                                          "insight.prompt": agent.prompt, "insight.job_id": job_id,
-                                          "insight.claim": claim})
-            for key, value in {"reasons": "; ".join(verdict.reasons)[:6000], "test": verdict.test,
-                               "job_id": job_id, "prompt": agent.prompt}.items():
-                client.log_param(run.info.run_id, key, value)
-            for key, value in verdict.metrics.model_dump().items():
-                if isinstance(value, (int, float)) and value is not None:
-                    client.log_metric(run.info.run_id, key, float(value))
-        except Exception as exc:
-            log.warning("intervention_not_logged", agent=agent.name, error=failure(exc))
-
-    def _log_outcome(self, agent: MonitoredAgent, job: JobView) -> None:
-        try:
-            client = self._mlflow()
-            exp = experiment_id(client, EXPERIMENT, self.settings.mlflow_artifacts / EXPERIMENT)
-            runs = client.search_runs([exp], filter_string=f"tags.`insight.job_id` = '{job.id}'", max_results=1)
-            if runs:
-                client.set_tag(runs[0].info.run_id, "insight.outcome", job.status)
-                client.set_terminated(runs[0].info.run_id, "FINISHED" if job.status == "succeeded" else "FAILED")
-        except Exception as exc:
-            log.warning("intervention_outcome_not_logged", agent=agent.name, error=failure(exc))
 
 
 def run_forever(supervisor: Supervisor, *, stop: Callable[[], bool] = lambda: False) -> None:

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import anyio
 
 from insight_mcp.agents.settings import Settings
+from insight_mcp.agents.supervision.config import MonitoredAgent, OnDemandOptimization
 from insight_mcp.clients.typed import OptimizationClient
-from insight_mcp.supervisor.config import MonitoredAgent, OnDemandOptimization
 from insight_mcp.supervisor.daemon import JobView
 from insight_mcp.supervisor.window import Verdict
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from insight_mcp.agents.evaluation.curation import latest_rating
-from insight_mcp.supervisor.config import MonitoredAgent
+from insight_mcp.agents.supervision.config import MonitoredAgent
 from insight_mcp.supervisor.window import Outcome
 
 PAGE = 500

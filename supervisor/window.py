@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
-from insight_mcp.supervisor.config import SupervisoryAgent, Triggers
+from insight_mcp.agents.supervision.config import SupervisoryAgent, Triggers
 
 
 @dataclass(frozen=True)

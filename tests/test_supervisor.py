@@ -13,8 +13,8 @@ from serve_process import serve
 
 from insight_mcp.agents.core.mlflow_store import experiment_id, open_client
 from insight_mcp.agents.settings import load_settings
-from insight_mcp.supervisor import state
-from insight_mcp.supervisor.config import AgentConfig
+from insight_mcp.agents.supervision import state
+from insight_mcp.agents.supervision.config import AgentConfig
 from insight_mcp.supervisor.daemon import EXPERIMENT, Supervisor
 from insight_mcp.supervisor.launcher import McpLauncher
 

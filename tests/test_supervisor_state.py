@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 from insight_mcp.agents.core.state import StateStore
-from insight_mcp.supervisor import state
+from insight_mcp.agents.supervision import state
 
 
 def test_only_one_of_many_concurrent_trips_is_claimed(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from insight_mcp.agents.core.mlflow_store import experiment_id, open_client
-from insight_mcp.supervisor.config import ConfigError, MonitoredAgent, load_agent_config
+from insight_mcp.agents.supervision.config import ConfigError, MonitoredAgent, load_agent_config
 from insight_mcp.supervisor.reader import read_since
 from insight_mcp.supervisor.window import Outcome, RollingWindow, judge, wilson_lower
 

@@ -59,6 +59,21 @@ CREATE TABLE IF NOT EXISTS supervisor_agents (
     inflight_since REAL,
     last_trip TEXT
 );
+CREATE TABLE IF NOT EXISTS supervisor_checks (
+    agent TEXT PRIMARY KEY,
+    checked_at REAL NOT NULL,
+    snapshot TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS supervisor_interventions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent TEXT NOT NULL,
+    at REAL NOT NULL,
+    trigger TEXT NOT NULL,
+    reasons TEXT NOT NULL,
+    job_id TEXT,
+    outcome TEXT
+);
+CREATE INDEX IF NOT EXISTS supervisor_interventions_at ON supervisor_interventions (at);
 """
 
 

@@ -84,3 +84,60 @@ def release(store: StateStore, agent: str, *, keep_cooldown: bool, outcome: dict
         if not keep_cooldown:
             sets += ", cooldown_until = 0"
         conn.execute(f"UPDATE supervisor_agents SET {sets} WHERE agent = ?", (json.dumps(trip), agent))
+
+
+class CheckSnapshot(BaseModel):
+    """The last check of one agent, kept for the status page: metrics, the verdict's reasons, whether it tripped."""
+
+    agent: str
+    checked_at: float
+    metrics: dict[str, Any]
+    reasons: list[str]
+    trips: bool
+    action: str
+
+
+class Intervention(BaseModel):
+    """One optimization the supervisor (or a person, through trigger_optimization) started for an agent."""
+
+    id: int
+    agent: str
+    at: float
+    trigger: str
+    reasons: list[str]
+    job_id: str | None
+    outcome: str | None
+
+
+def save_check(store: StateStore, snapshot: CheckSnapshot) -> None:
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO supervisor_checks (agent, checked_at, snapshot) VALUES (?, ?, ?) ON CONFLICT(agent) "
+                     "DO UPDATE SET checked_at = excluded.checked_at, snapshot = excluded.snapshot",
+                     (snapshot.agent, snapshot.checked_at, snapshot.model_dump_json()))
+
+
+def checks(store: StateStore) -> dict[str, CheckSnapshot]:
+    with store.transaction() as conn:
+        rows = conn.execute("SELECT snapshot FROM supervisor_checks").fetchall()
+    found = [CheckSnapshot.model_validate_json(row["snapshot"]) for row in rows]
+    return {snapshot.agent: snapshot for snapshot in found}
+
+
+def add_intervention(store: StateStore, agent: str, at: float, trigger: str, reasons: list[str],
+                     job_id: str | None) -> None:
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO supervisor_interventions (agent, at, trigger, reasons, job_id) "
+                     "VALUES (?, ?, ?, ?, ?)",
+                     (agent, at, trigger, json.dumps(reasons), job_id))
+
+
+def set_intervention_outcome(store: StateStore, job_id: str, outcome: str) -> None:
+    with store.transaction() as conn:
+        conn.execute("UPDATE supervisor_interventions SET outcome = ? WHERE job_id = ?", (outcome, job_id))
+
+
+def interventions(store: StateStore, limit: int = 20) -> list[Intervention]:
+    with store.transaction() as conn:
+        rows = conn.execute("SELECT * FROM supervisor_interventions ORDER BY at DESC, id DESC LIMIT ?",
+                            (limit,)).fetchall()
+    return [Intervention.model_validate({**dict(row), "reasons": json.loads(row["reasons"])}) for row in rows]
