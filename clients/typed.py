@@ -52,6 +52,7 @@ from insight_mcp.agents.optimization.model import (
 from insight_mcp.agents.security.engine import RuleStat
 from insight_mcp.agents.security.model import Finding
 from insight_mcp.agents.security.risk import PrincipalRisk, TopRisks
+from insight_mcp.agents.supervision.interventions import TripOutcome
 from insight_mcp.clients.client import (
     InsightClient,
     OnProgress,
@@ -439,6 +440,10 @@ class OptimizationClient(JobServerClient):
     async def rollback_prompt(self, prompt: str, *, to_version: str | None = None) -> AliasMove:
         """Point `production` back at the version the current one replaced (or at `to_version`)."""
         return await self._call("rollback_prompt", AliasMove, prompt=prompt, to_version=to_version)
+
+    async def trigger_optimization(self, agent: str, *, reason: str | None = None) -> TripOutcome:
+        """Start a monitored agent's optimization now, under the supervisor's cooldown and single-flight rules."""
+        return await self._call("trigger_optimization", TripOutcome, agent=agent, reason=reason)
 
 
 CLIENTS: dict[str, type[ServerClient]] = {

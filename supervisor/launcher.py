@@ -41,15 +41,10 @@ class McpLauncher:
 
     def start(self, agent: MonitoredAgent, verdict: Verdict, claim: str) -> str:
         """One optimization of the agent's prompt, learning from its traces over the window just judged."""
-        since_ms = verdict.metrics.since_ms
-        since = (dt.datetime.fromtimestamp(since_ms / 1000, dt.UTC).replace(tzinfo=None).isoformat()
-                 if since_ms else None)
+        arguments = self.config.optimization_arguments(agent, verdict.metrics.since_ms)
 
         async def work(client: OptimizationClient) -> str:
-            started = await client.optimize_prompt(
-                agent.prompt, framework=self.config.framework, optimizer=self.config.optimizer,  # type: ignore[arg-type]
-                since=since, promotion=self.config.promotion)
-            return started.job_id
+            return (await client.optimize_prompt(**arguments)).job_id
 
         return self._run(work)
 

@@ -23,7 +23,8 @@ from insight_mcp.agents.settings import Settings
 from insight_mcp.servers.optimization import build_optimization_server
 from insight_mcp.servers.toolset import InsightServer
 
-WRITE_TOOLS = {"optimize_prompt", "promote_prompt", "rollback_prompt", "cancel_optimization_job"}
+WRITE_TOOLS = {"optimize_prompt", "promote_prompt", "rollback_prompt", "cancel_optimization_job",
+               "trigger_optimization"}
 READ_TOOLS = {"get_optimization_job", "wait_for_optimization_job", "list_optimization_jobs", "list_prompt_versions"}
 
 
@@ -186,7 +187,7 @@ async def test_write_tools_are_annotated_and_read_only_mode_has_none(
     locked = build_optimization_server(settings.model_copy(update={"read_only": True}), backend)
     try:
         tools = {t.name: t for t in await writable.list_tools()}
-        assert set(tools) == WRITE_TOOLS | READ_TOOLS and "trigger_optimization" not in tools
+        assert set(tools) == WRITE_TOOLS | READ_TOOLS
         for name, tool in tools.items():
             assert tool.annotations.read_only_hint is (name in READ_TOOLS), name
             assert tool.annotations.destructive_hint is False and tool.annotations.open_world_hint is False
@@ -199,3 +200,75 @@ async def test_write_tools_are_annotated_and_read_only_mode_has_none(
     finally:
         close(writable)
         close(locked)
+
+
+async def test_trigger_optimization_takes_the_supervisors_path_with_its_cooldown_and_single_flight(
+    worse: Settings, backend: DuckDBSystemTables, tmp_path: Path
+) -> None:
+    from insight_mcp.agents.core.state import StateStore
+    from insight_mcp.agents.supervision import state
+    from insight_mcp.agents.supervision.interventions import EXPERIMENT
+
+    config = tmp_path / "agent_config.yaml"
+    config.write_text("ondemand_optimization:\n  enabled: true\n  promotion: approve\n"
+                      "  supervisory_agent:\n    cooldown_seconds: 3600\n")
+    configured = worse.model_copy(update={"agent_config": config})
+    with LMServer() as lm:
+        server = build_optimization_server(with_lm(configured, lm), backend)
+        try:
+            async with Client(server) as client:
+                first = data(await client.call_tool("trigger_optimization", {
+                    "agent": "security_summary", "reason": "<script>alert(1)</script> rated poorly"}))
+                again = data(await client.call_tool("trigger_optimization", {"agent": "insight.security_summary"}))
+                ended = data(await client.call_tool("wait_for_optimization_job", {"job_id": first["job_id"],
+                                                                                  "timeout_seconds": 120}))
+                cooling = data(await client.call_tool("trigger_optimization", {"agent": "security_summary"}))
+                other = data(await client.call_tool("trigger_optimization", {"agent": "network_narrative"}))
+                unknown = await client.call_tool("trigger_optimization", {"agent": "payroll_bot"})
+        finally:
+            close(server)
+    assert first["started"] and first["job_id"].startswith("job-") and first["cooldown_until"]
+    assert not again["started"] and "already in flight" in again["message"] and again["job_id"] is None
+    # no trace of this prompt in the window: the job skips, saying what it lacked
+    assert ended["status"] == "succeeded" and ended["result"]["outcome"] == "skipped", ended
+    assert ended["message"].startswith("skipped: ") and "min_traces" in ended["message"], ended["message"]
+    assert ended["params"]["trigger"] == "manual" and ended["params"]["promotion"] == "approve"
+    assert not cooling["started"] and "cooling down" in cooling["message"], cooling
+    assert other["started"], "each agent has its own cooldown"
+    assert unknown.is_error and "security_summary, finding_explanation, network_narrative" in unknown.content[0].text
+
+    store = StateStore(configured.state_path)
+    logged = state.interventions(store)
+    assert [(i.agent, i.trigger) for i in logged] == [("network_narrative", "manual"), ("security_summary", "manual")]
+    assert logged[1].job_id == first["job_id"] and logged[1].outcome == "succeeded: skipped"
+    assert "<script>alert(1)</script> rated poorly" in logged[1].reasons[0]
+    client_ = open_client(configured.tracking_uri)
+    runs = client_.search_runs([client_.get_experiment_by_name(EXPERIMENT).experiment_id],
+                               filter_string=f"tags.`insight.job_id` = '{first['job_id']}'")
+    assert len(runs) == 1 and runs[0].data.params["trigger"] == "manual"
+    assert runs[0].data.tags["insight.outcome"] == "succeeded: skipped" and runs[0].info.status == "FINISHED"
+
+
+async def test_trigger_optimization_without_an_lm_or_with_a_broken_config_says_what_to_set(
+    worse: Settings, backend: DuckDBSystemTables, tmp_path: Path
+) -> None:
+    from insight_mcp.agents.core.state import StateStore
+    from insight_mcp.agents.supervision import state
+
+    broken = tmp_path / "agent_config.yaml"
+    broken.write_text("ondemand_optimization:\n  triggers:\n    error_rate_threshold: 7\n")
+    plain = build_optimization_server(worse, backend)
+    misconfigured = build_optimization_server(worse.model_copy(update={"agent_config": broken}), backend)
+    try:
+        async with Client(plain) as client:
+            no_lm = await client.call_tool("trigger_optimization", {"agent": "security_summary"})
+        async with Client(misconfigured) as client:
+            bad = await client.call_tool("trigger_optimization", {"agent": "security_summary"})
+    finally:
+        close(plain)
+        close(misconfigured)
+    assert no_lm.is_error and "set INSIGHT_LM" in no_lm.content[0].text
+    said = bad.content[0].text
+    assert bad.is_error and "triggers.error_rate_threshold" in said and str(broken) in said
+    current = state.load(StateStore(worse.state_path), "security_summary")
+    assert current.cooldown_until == 0 and current.inflight_job is None, "a refused trigger claims nothing"

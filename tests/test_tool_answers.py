@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import jsonschema
 import pytest
+from lm_server import LMServer
 
 from insight_mcp.agents.settings import load_settings
 from insight_mcp.clients.client import InsightClient, connect_in_process
@@ -62,9 +64,17 @@ def validator_for(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
 
 
 @pytest.fixture(scope="module")
-def servers(demo_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, InsightServer]:
+def lm() -> Iterator[LMServer]:
+    with LMServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def servers(demo_workspace: Path, tmp_path_factory: pytest.TempPathFactory, lm: LMServer) -> dict[str, InsightServer]:
+    # rate_answer rates a traced answer; trigger_optimization refuses at once without an LM, so the test LM is set
     settings = load_settings(home=tmp_path_factory.mktemp("home"), workspace_file=demo_workspace,
-                             tracing={"enabled": True})  # rate_answer rates a traced answer
+                             tracing={"enabled": True}, lm_model="openai/test-model", lm_api_base=lm.url,
+                             lm_api_key="sk-test-answers")
     return build_servers(settings)
 
 

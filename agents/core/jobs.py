@@ -252,7 +252,8 @@ class JobRunner:
             self._finish(job_id, "failed", error=error, message=error)
         else:
             payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
-            self._finish(job_id, "succeeded", result=payload, message="done")
+            headline = getattr(result, "headline", None)
+            self._finish(job_id, "succeeded", result=payload, message=headline() if callable(headline) else "done")
         finally:
             self._futures.pop(job_id, None)
 

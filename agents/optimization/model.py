@@ -140,6 +140,16 @@ class OptimizationResult(BaseModel):
     mlflow_run_id: str | None = None
     tracking: str = Field("pending", description="`logged`, or why the MLflow run was skipped.")
 
+    def headline(self) -> str:
+        """The job's closing message, so that a job list shows at a glance which candidate waits for a person."""
+        if self.outcome == "awaiting_approval":
+            return (f"awaiting approval: {self.prompt} version {self.candidate_version} waits under @candidate; "
+                    f"promote it with the promote_prompt tool, or `insight-mcp call optimization promote_prompt "
+                    f"'{{\"prompt\": \"{self.prompt}\", \"version\": \"{self.candidate_version}\"}}'`")
+        if self.outcome == "promoted":
+            return f"promoted: {self.prompt} version {self.candidate_version} is now @production"
+        return f"{self.outcome.replace('_', ' ')}: {self.reason}"[:500]
+
 
 class PromptVersionInfo(BaseModel):
     """One registered version of a prompt."""

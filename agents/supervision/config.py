@@ -6,8 +6,9 @@ the monitored agents (default: our own LM-written parts), the cooldown, the sign
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -87,9 +88,30 @@ class OnDemandOptimization(BaseModel):
     triggers: Triggers = Field(default_factory=Triggers)
     mcp_server: McpServer = Field(default_factory=McpServer)
     agents: list[MonitoredAgent] = Field(default_factory=default_agents)
-    promotion: Literal["auto", "approve"] = "auto"
+    promotion: Literal["auto", "approve"] = Field(
+        "auto", description="auto: a winning candidate becomes production; approve: it waits under `candidate` "
+                            "until a person promotes it.")
     framework: str = "dspy"
     optimizer: str = "bootstrap_few_shot"
+    evaluation_threshold: float = Field(0.7, ge=0, le=1, description="The held-out score a candidate must reach.")
+    max_lm_calls: int = Field(300, ge=4, le=100_000, description="LM budget of each optimization.")
+    max_minutes: float = Field(15.0, gt=0, le=1440, description="Time budget of each optimization's search.")
+
+    def agent(self, name: str) -> MonitoredAgent:
+        """The monitored agent by its name or its prompt's name; a ValueError lists the known ones."""
+        for agent in self.agents:
+            if name in (agent.name, agent.prompt):
+                return agent
+        known = ", ".join(a.name for a in self.agents) or "none"
+        raise ValueError(f"no monitored agent is named {name[:100]!r}; the monitored agents are: {known}")
+
+    def optimization_arguments(self, agent: MonitoredAgent, since_ms: int | None) -> dict[str, Any]:
+        """The optimize_prompt arguments of one intervention: learn from the agent's traces over the window judged."""
+        since = (dt.datetime.fromtimestamp(since_ms / 1000, dt.UTC).replace(tzinfo=None).isoformat()
+                 if since_ms else None)
+        return {"prompt": agent.prompt, "framework": self.framework, "optimizer": self.optimizer, "since": since,
+                "promotion": self.promotion, "evaluation_threshold": self.evaluation_threshold,
+                "max_lm_calls": self.max_lm_calls, "max_minutes": self.max_minutes}
 
 
 class AgentConfig(BaseModel):

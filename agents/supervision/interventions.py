@@ -6,6 +6,7 @@ intervention is logged to MLflow (`insight-supervisor`) and to the state store t
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from insight_mcp.agents.core.mlflow_store import experiment_id, failure, open_client
 from insight_mcp.agents.core.state import StateStore
+from insight_mcp.agents.core.timestamps import UtcDateTime
 from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.supervision import state
 from insight_mcp.agents.supervision.config import MonitoredAgent
@@ -42,7 +44,7 @@ class TripOutcome(BaseModel):
     started: bool
     job_id: str | None = None
     message: str
-    cooldown_until: dt.datetime | None = Field(None, description="No new trip for this agent before then (UTC).")
+    cooldown_until: UtcDateTime | None = Field(None, description="No new trip for this agent before then (UTC).")
 
 
 def _utc(seconds: float) -> dt.datetime:
@@ -117,3 +119,19 @@ def log_outcome(settings: Settings, store: StateStore, agent: MonitoredAgent, jo
             client.set_terminated(runs[0].info.run_id, "FINISHED" if status == "succeeded" else "FAILED")
     except Exception as exc:
         log.warning("intervention_outcome_not_logged", agent=agent.name, error=failure(exc))
+
+
+def settle(settings: Settings, store: StateStore, agent: MonitoredAgent) -> None:
+    """Release an agent whose in-flight job has ended in this store, so that a manual trigger is not refused for a
+    job nobody followed (no supervisor running, or a job the server marked interrupted at a restart)."""
+    current = state.load(store, agent.name)
+    if not current.inflight_job or current.claim_id is not None:
+        return
+    with store.transaction() as conn:
+        row = conn.execute("SELECT status, result, error FROM jobs WHERE id = ?", (current.inflight_job,)).fetchone()
+    if row is None or row["status"] not in ("succeeded", "failed", "cancelled"):
+        return
+    result = json.loads(row["result"]) if row["result"] else None
+    state.release(store, agent.name, keep_cooldown=True,
+                  outcome={"job": current.inflight_job, "status": row["status"], "error": row["error"]})
+    log_outcome(settings, store, agent, current.inflight_job, row["status"], result)
