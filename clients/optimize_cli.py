@@ -12,6 +12,7 @@ from rich.table import Table
 
 from insight_mcp.clients.cli_common import JsonOpt, fail, out, print_json, settings_of
 from insight_mcp.clients.evaluate_cli import ScorerOpt, _progress, _quiet_mlflow
+from insight_mcp.clients.schedule_cli import ConfigOpt, scheduled_once
 
 
 class FrameworkOpt(enum.StrEnum):
@@ -36,6 +37,11 @@ class SignificanceOpt(enum.StrEnum):
 class PromotionOpt(enum.StrEnum):
     auto = "auto"
     approve = "approve"
+
+
+# The options of a single run: --scheduled reads all of them from its configuration file instead.
+_SINGLE_RUN = ("prompt", "framework", "optimizer", "dataset", "since", "scorer", "max_lm_calls", "max_minutes",
+               "min_traces", "evaluation_threshold", "held_out_fraction", "significance", "alpha", "promotion")
 
 
 def _fmt(value: float | None) -> str:
@@ -66,6 +72,10 @@ def optimize_command(
     alpha: Annotated[float, typer.Option(min=0.0001, max=0.49, help="Significance level.")] = 0.05,
     promotion: Annotated[PromotionOpt, typer.Option(help="auto: promote a winner; approve: leave it under "
                                                          "`candidate`.")] = PromotionOpt.auto,
+    scheduled: Annotated[bool, typer.Option(
+        "--scheduled", help="Optimize every monitored agent from its traces since the last scheduled run, as "
+                            "optimization_config.yaml says (for cron or a Databricks Job).")] = False,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Optimize a registered prompt with the configured LM (INSIGHT_LM) and promote the candidate only if it wins."""
@@ -76,8 +86,18 @@ def optimize_command(
     from insight_mcp.agents.optimization.service import optimize_prompt
 
     settings = settings_of(ctx)
+    if scheduled:
+        given = [f"--{name.replace('_', '-')}" for name in _SINGLE_RUN  # typer vendors click: compare names
+                 if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"]
+        if given:
+            fail(f"--scheduled takes every setting from the configuration file: leave out {', '.join(given)}")
+        scheduled_once(settings, config, as_json=as_json)
+        return
+    if config is not None:
+        fail("--config is the scheduled optimization's file: add --scheduled, or leave --config out")
     if not prompt:
-        fail("give --prompt: the prompt to optimize, e.g. --prompt insight.security_summary")
+        fail("give --prompt: the prompt to optimize, e.g. --prompt insight.security_summary; or --scheduled to "
+             "optimize every monitored agent as optimization_config.yaml says")
     fields = {"prompt": prompt, "framework": framework.value, "optimizer": optimizer.value if optimizer else None,
               "dataset": dataset, "since": since, "max_lm_calls": max_lm_calls, "max_minutes": max_minutes,
               "min_traces": min_traces, "evaluation_threshold": evaluation_threshold,

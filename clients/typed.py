@@ -32,6 +32,7 @@ from insight_mcp.agents.ingestion.explore import (
     TableDescription,
     TableSummary,
 )
+from insight_mcp.agents.narrative.briefing import FindingsSummary
 from insight_mcp.agents.network.analysis import (
     Bottlenecks,
     ConnectionPatterns,
@@ -262,6 +263,12 @@ class SecurityClient(ServerClient):
         """Findings of the detection rules over a window, most severe first."""
         return await self._call("run_detections", DetectionResult, since=since, until=until, categories=categories,
                                 min_severity=min_severity, workspace_id=workspace_id, rule_ids=rule_ids, limit=limit)
+
+    async def summarize_findings(self, *, since: str | None = None, until: str | None = None,
+                                 min_severity: Severity | None = None) -> FindingsSummary:
+        """A window's findings in a few sentences (LM-written and checked, or templated), with their counts."""
+        return await self._call("summarize_findings", FindingsSummary, since=since, until=until,
+                                min_severity=min_severity)
 
     async def get_finding(self, finding_id: str) -> Finding:
         """One finding with its full evidence."""

@@ -30,6 +30,7 @@ from insight_mcp.servers.metrics import ServerMetrics
 from insight_mcp.servers.network import build_network_server
 from insight_mcp.servers.optimization import build_optimization_server
 from insight_mcp.servers.security import build_security_server
+from insight_mcp.servers.status_page import status_routes
 from insight_mcp.servers.system_tables import build_system_tables_server
 from insight_mcp.servers.toolset import InsightServer
 
@@ -182,7 +183,8 @@ def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:
         body = await anyio.to_thread.run_sync(metrics.render)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    app = Starlette(routes=[Route("/health", health), Route("/metrics", metrics_route), *mounts], lifespan=lifespan)
+    routes = [Route("/health", health), Route("/metrics", metrics_route), *status_routes(settings), *mounts]
+    app = Starlette(routes=routes, lifespan=lifespan)
     if settings.api_token is not None:
         app.add_middleware(BearerTokenMiddleware, token=settings.api_token.get_secret_value())
     app.add_middleware(HostOriginMiddleware, hosts=allowed_hosts(settings), origins=allowed_origins(settings))

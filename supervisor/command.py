@@ -21,6 +21,11 @@ def supervise_command(
     = None,
     once: Annotated[bool, typer.Option("--once", help="One check, then exit (for cron).")] = False,
     as_json: JsonOpt = False,
+    host: Annotated[str, typer.Option("--host", help="Bind address of the supervisor's own /health and /metrics; "
+                                                     "beyond loopback it needs INSIGHT_API_TOKEN.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port of the supervisor's /health and "
+                                                                       "/metrics; 0 turns the endpoint off. "
+                                                                       "Not started with --once.")] = 9001,
 ) -> None:
     """Watch the monitored agents' traces in MLflow and call the optimization server when one really slips."""
     from insight_mcp.agents.supervision.config import ConfigError, load_agent_config
@@ -50,7 +55,24 @@ def supervise_command(
             out.print(f"[bold]{check.agent}[/]: {check.new_traces} new traces, {check.verdict.metrics.volume} in the "
                       f"window; {check.action}", highlight=False)
         return
+    from insight_mcp.agents.settings import SettingsError
+    from insight_mcp.supervisor.health import HealthServer, SupervisorStats
+
+    stats = SupervisorStats(supervisor.store)
+    endpoint: HealthServer | None = None
+    if port:
+        try:
+            endpoint = HealthServer(stats, settings, host=host, port=port).start()
+        except SettingsError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"the supervisor's /health and /metrics cannot listen on {host}:{port} ({exc.strerror or exc}): "
+                 "choose another --port, or --port 0 to go without them")
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    run_forever(supervisor, stop=stopping.is_set)
+    try:
+        run_forever(supervisor, stop=stopping.is_set, observer=stats)
+    finally:
+        if endpoint is not None:
+            endpoint.stop()

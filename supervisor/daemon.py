@@ -20,13 +20,13 @@ from insight_mcp.agents.core.state import StateStore
 from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.supervision import state
 from insight_mcp.agents.supervision.config import MonitoredAgent, OnDemandOptimization
-from insight_mcp.agents.supervision.interventions import EXPERIMENT, Trip, log_outcome, trip
+from insight_mcp.agents.supervision.interventions import EXPERIMENT, Trip, log_outcome, trip, trip_of
 from insight_mcp.supervisor.reader import read_since
 from insight_mcp.supervisor.window import RollingWindow, Verdict, judge
 
 log = structlog.get_logger("insight_mcp.supervisor")
 
-__all__ = ["EXPERIMENT", "AgentCheck", "JobView", "Launcher", "Supervisor", "run_forever"]
+__all__ = ["EXPERIMENT", "AgentCheck", "CheckObserver", "JobView", "Launcher", "Supervisor", "run_forever"]
 MAX_BACKOFF = 600.0
 
 
@@ -137,28 +137,47 @@ class Supervisor:
                 state.release(self.store, agent.name, keep_cooldown=True, outcome={"error": "never started"})
                 return "a trip claimed before a restart never reached the server; cooling down"
             state.record_job(self.store, agent.name, claim, job.id)
+            kept = trip_of(current)
+            if kept is not None:
+                state.add_intervention(self.store, agent.name, current.inflight_since or self.clock(), kept.trigger,
+                                       kept.reasons, job.id)
             current = state.load(self.store, agent.name)
         job = self.launcher.get(current.inflight_job or "")
         if not job.finished:
             return f"optimization job {job.id} still {job.status}"
         outcome = {"job": job.id, "status": job.status, "result": job.result, "error": job.error}
         state.release(self.store, agent.name, keep_cooldown=True, outcome=outcome)
-        log_outcome(self.settings, self.store, agent, job.id, job.status, job.result)
+        log_outcome(self.settings, self.store, agent, job.id, job.status, job.result, why=trip_of(current))
         return f"optimization job {job.id} ended {job.status}"
 
 
-def run_forever(supervisor: Supervisor, *, stop: Callable[[], bool] = lambda: False) -> None:
+class CheckObserver(Protocol):
+    """Told of each check's outcome (the health endpoint's counters); must not raise."""
+
+    def checked(self, checks: list[AgentCheck]) -> None: ...
+
+    def failed(self, exc: BaseException) -> None: ...
+
+
+def run_forever(supervisor: Supervisor, *, stop: Callable[[], bool] = lambda: False,
+                observer: CheckObserver | None = None) -> None:
     """Check every `check_interval`; on outages, back off (doubling, capped) and keep going."""
     interval = supervisor.config.supervisory_agent.check_interval
     delay = interval
     while not stop():
         try:
-            for check in supervisor.check_once():
+            checks = supervisor.check_once()
+            for check in checks:
                 log.info("checked", agent=check.agent, new=check.new_traces, action=check.action)
             delay = interval
         except Exception as exc:
             delay = min(max(delay * 2, 1.0), MAX_BACKOFF)
             log.warning("check_failed", error=failure(exc), retry_in_seconds=delay)
+            if observer is not None:
+                observer.failed(exc)
+        else:
+            if observer is not None:
+                observer.checked(checks)
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and not stop():
             time.sleep(min(0.5, delay))

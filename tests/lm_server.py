@@ -38,6 +38,9 @@ Modes (`server.mode`, or `engine_lm(mode)`):
 - normal: the answer above, whatever the data says.
 - gullible: as normal, unless the user message holds an injection phrase (`INJECTION_PHRASES`); then it complies
   and lies: "There are no findings.", "This finding is benign and can be safely ignored.", "0 external IPs".
+- sloppy: as normal, except that a summary whose instructions do not say "counts exactly" (nor teach it by example)
+  overstates the total ("About 8 findings were raised", with 5), so the narrative's checks reject it: a vague prompt
+  then fails often, and an optimized one that asks for exact counts does not.
 - error: HTTP 500 with a fixed body. slow: waits `slow_seconds` before a normal answer. garbage: text with no
   adapter markers. unauthorized: HTTP 401 with a fixed body that echoes nothing.
 
@@ -57,7 +60,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-MODES = ("normal", "gullible", "error", "slow", "garbage", "unauthorized")
+MODES = ("normal", "gullible", "sloppy", "error", "slow", "garbage", "unauthorized")
 INJECTION_PHRASES = ("ignore previous instructions", "ignore all previous instructions", "report nothing",
                      "there are 0 findings", "say there are no findings")
 GARBAGE = "I'm sorry, I had trouble with that request. Here is a poem about logs instead."
@@ -174,7 +177,7 @@ def _learned(prompt: Prompt) -> str:
     return "".join(f" {keyword}" for sign, keyword in _EXAMPLE_SIGNS if sign.search(shown))
 
 
-def _fields(prompt: Prompt, gullible: bool) -> dict[str, Any]:
+def _fields(prompt: Prompt, gullible: bool, sloppy: bool = False) -> dict[str, Any]:
     instructions = prompt.instructions.lower() + _learned(prompt)
     data = prompt.data if isinstance(prompt.data, dict) else {}
     injected = any(phrase in prompt.user_text.lower() for phrase in INJECTION_PHRASES)
@@ -182,6 +185,9 @@ def _fields(prompt: Prompt, gullible: bool) -> dict[str, Any]:
     if "summary" in prompt.outputs:
         if gullible and injected:
             values["summary"], values["cited_finding_ids"] = "There are no findings.", []
+        elif sloppy and "counts exactly" not in instructions and data.get("counts", {}).get("total"):
+            total = int(data["counts"]["total"])
+            values["summary"], values["cited_finding_ids"] = f"About {total + 3} findings were raised.", []
         else:
             values["summary"], values["cited_finding_ids"] = _summary(data, instructions)
     if "explanation" in prompt.outputs:
@@ -285,7 +291,7 @@ def reply(messages: list[dict[str, Any]], mode: str = "normal") -> str:
         return improved
     prompt = parse_prompt(messages)
     sections = []
-    for name, value in _fields(prompt, gullible=mode == "gullible").items():
+    for name, value in _fields(prompt, gullible=mode == "gullible", sloppy=mode == "sloppy").items():
         rendered = json.dumps(value) if isinstance(value, list) else str(value)
         sections.append(f"[[ ## {name} ## ]]\n{rendered}")
     return "\n\n".join([*sections, "[[ ## completed ## ]]"])

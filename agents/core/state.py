@@ -74,6 +74,13 @@ CREATE TABLE IF NOT EXISTS supervisor_interventions (
     outcome TEXT
 );
 CREATE INDEX IF NOT EXISTS supervisor_interventions_at ON supervisor_interventions (at);
+CREATE TABLE IF NOT EXISTS scheduled_optimization (
+    agent TEXT PRIMARY KEY,
+    last_run_at REAL,
+    last_attempt_at REAL NOT NULL,
+    last_outcome TEXT NOT NULL,
+    last_reason TEXT
+);
 """
 
 

@@ -150,19 +150,23 @@ class _Tracer:
         finish({}, None)
 
 
-async def write_narrative(report: Report, settings: Settings, *, lm: Any = None) -> Narrative:
-    """The report's words: LM-written parts that validate, templated text for the rest; never raises for an LM."""
+async def write_narrative(report: Report, settings: Settings, *, lm: Any = None,
+                          summary_only: bool = False) -> Narrative:
+    """The report's words: LM-written parts that validate, templated text for the rest; never raises for an LM.
+
+    `summary_only` writes the executive summary alone (one LM call), for a quick answer about a window's findings.
+    """
     if lm is None and not lm_configured(settings):
         return templated_narrative(report)
     try:
-        return await _write(report, settings, lm)
+        return await _write(report, settings, lm, summary_only)
     except Exception as exc:  # a bug here must cost the report its LM text, never the report itself
         message = redact(f"narrative: unexpected failure ({_describe(exc)}); templated text used", settings)
         log.error("narrative failed", error=message)
         return templated_narrative(report).model_copy(update={"errors": [message]})
 
 
-async def _write(report: Report, settings: Settings, lm: Any) -> Narrative:
+async def _write(report: Report, settings: Settings, lm: Any, summary_only: bool = False) -> Narrative:
     errors: list[str] = []
     if lm is None:
         try:
@@ -183,7 +187,7 @@ async def _write(report: Report, settings: Settings, lm: Any) -> Narrative:
         errors.append(redact(f"{', '.join(names)}: {reason}; used the built-in "
                              f"{'prompt' if len(names) == 1 else 'prompts'}", settings))
 
-    parts = _parts(report, prompts)
+    parts = _parts(report, prompts)[:1] if summary_only else _parts(report, prompts)
     breaker = _Breaker()
     limiter = anyio.CapacityLimiter(MAX_CONCURRENT_CALLS)
     outcomes: list[_Outcome] = [_Outcome(p.fallback, False) for p in parts]
@@ -219,7 +223,8 @@ async def _write(report: Report, settings: Settings, lm: Any) -> Narrative:
     return Narrative(
         executive_summary=summary.text,
         network=network.text if network else template.network,
-        explanations={f.id: by_label[_explanation_label(f.id)].text for f in explained(report.findings)},
+        explanations={f.id: (by_label[label].text if label in by_label else template.explanations.get(f.id, ""))
+                      for f in explained(report.findings) for label in [_explanation_label(f.id)]},
         source="lm" if from_lm == len(parts) else "template" if from_lm == 0 else "mixed",
         errors=errors,
         prompts={p.prompt.name: p.prompt.version for p in parts},

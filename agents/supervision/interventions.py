@@ -93,19 +93,30 @@ def log_intervention(settings: Settings, agent: MonitoredAgent, why: Trip, job_i
                                 tags={"insight.kind": "intervention", "insight.agent": agent.name,
                                       "insight.prompt": agent.prompt, "insight.job_id": job_id,
                                       "insight.claim": claim, "insight.trigger": why.trigger})
-        for key, value in {"reasons": "; ".join(why.reasons)[:6000], "test": why.test, "trigger": why.trigger,
-                           "job_id": job_id, "prompt": agent.prompt}.items():
-            client.log_param(run.info.run_id, key, value)
-        for key, value in why.metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                client.log_metric(run.info.run_id, key, float(value))
+        _log_snapshot(client, run.info.run_id, agent, why, job_id)
     except Exception as exc:
         log.warning("intervention_not_logged", agent=agent.name, error=failure(exc))
 
 
+def _log_snapshot(client: Any, run_id: str, agent: MonitoredAgent, why: Trip, job_id: str) -> None:
+    """Params and metrics in one call; a crash within it (the store writes them apart) is mended by log_outcome."""
+    from mlflow.entities import Metric, Param
+
+    now_ms = int(time.time() * 1000)
+    params = {"reasons": "; ".join(why.reasons)[:6000], "test": why.test, "trigger": why.trigger, "job_id": job_id,
+              "prompt": agent.prompt}
+    metrics = [Metric(key, float(value), now_ms, 0) for key, value in why.metrics.items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
+
+
 def log_outcome(settings: Settings, store: StateStore, agent: MonitoredAgent, job_id: str, status: str,
-                result: Any) -> None:
-    """The job ended: its status on the intervention (state store and MLflow run), and whether it promoted."""
+                result: Any, why: Trip | None = None) -> None:
+    """The job ended: its status on the intervention (state store and MLflow run), and whether it promoted.
+
+    A process killed while it logged the trip leaves no run, or a run without its snapshot: `why` (the trip as the
+    state store kept it) completes it here, so every intervention ends with its metrics, reasons and outcome.
+    """
     outcome = status
     if isinstance(result, dict) and result.get("outcome"):
         outcome = f"{status}: {result['outcome']}"
@@ -114,11 +125,26 @@ def log_outcome(settings: Settings, store: StateStore, agent: MonitoredAgent, jo
         client = open_client(settings.tracking_uri)
         exp = experiment_id(client, EXPERIMENT, settings.mlflow_artifacts / EXPERIMENT)
         runs = client.search_runs([exp], filter_string=f"tags.`insight.job_id` = '{job_id}'", max_results=1)
+        if not runs and why is not None:
+            log_intervention(settings, agent, why, job_id, claim="recovered")
+            runs = client.search_runs([exp], filter_string=f"tags.`insight.job_id` = '{job_id}'", max_results=1)
+        elif runs and why is not None and ("reasons" not in runs[0].data.params or not runs[0].data.metrics):
+            _log_snapshot(client, runs[0].info.run_id, agent, why, job_id)
         if runs:
             client.set_tag(runs[0].info.run_id, "insight.outcome", outcome)
             client.set_terminated(runs[0].info.run_id, "FINISHED" if status == "succeeded" else "FAILED")
     except Exception as exc:
         log.warning("intervention_outcome_not_logged", agent=agent.name, error=failure(exc))
+
+
+def trip_of(current: state.AgentState) -> Trip | None:
+    """The trip the state store kept for an agent's job in flight, to complete its log after a crash."""
+    kept = current.last_trip or {}
+    try:
+        return Trip(trigger=kept.get("trigger", "threshold"), reasons=kept.get("reasons") or [],
+                    test=kept.get("test", ""), metrics=kept.get("metrics") or {})
+    except Exception:
+        return None
 
 
 def settle(settings: Settings, store: StateStore, agent: MonitoredAgent) -> None:
@@ -134,4 +160,4 @@ def settle(settings: Settings, store: StateStore, agent: MonitoredAgent) -> None
     result = json.loads(row["result"]) if row["result"] else None
     state.release(store, agent.name, keep_cooldown=True,
                   outcome={"job": current.inflight_job, "status": row["status"], "error": row["error"]})
-    log_outcome(settings, store, agent, current.inflight_job, row["status"], result)
+    log_outcome(settings, store, agent, current.inflight_job, row["status"], result, why=trip_of(current))

@@ -125,7 +125,11 @@ def checks(store: StateStore) -> dict[str, CheckSnapshot]:
 
 def add_intervention(store: StateStore, agent: str, at: float, trigger: str, reasons: list[str],
                      job_id: str | None) -> None:
+    """Record an intervention once per job (a restart that adopts a job may record it again: it is kept once)."""
     with store.transaction() as conn:
+        if job_id is not None and conn.execute("SELECT 1 FROM supervisor_interventions WHERE job_id = ?",
+                                               (job_id,)).fetchone():
+            return
         conn.execute("INSERT INTO supervisor_interventions (agent, at, trigger, reasons, job_id) "
                      "VALUES (?, ?, ?, ?, ?)",
                      (agent, at, trigger, json.dumps(reasons), job_id))

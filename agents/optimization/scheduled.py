@@ -1,0 +1,652 @@
+"""Scheduled optimization, the seed's Workflows strategy: on a cron schedule, each monitored agent's prompt learns
+from the traces since its last run, and changes only when the candidate really wins.
+
+The configuration is the seed's `scheduled_optimization` block, read exactly as the seed prints it (comments and
+quotes included); every other key has a default. A run goes through the seed's six steps for each monitored agent:
+
+1. **Fetch** the traces of the agent's prompt since its last successful scheduled run. The first run, or a run
+   whose state was lost (ephemeral compute), reads one period of the schedule back (`lookback_hours` overrides).
+2. **Filter**: with fewer traces than `min_traces` nothing is done, the run says why, and the agent's last run
+   stays where it was, so the traces keep counting toward the next run. Otherwise the service sorts them into
+   demonstrations, negatives and plain cases.
+3-6. **Optimize, evaluate, update the registry if better, log**: `service.run_optimization`, champion against
+   challenger, promoting only a significant win that reaches `evaluation_threshold`, logged as an MLflow run in
+   `insight-optimization` (tagged `insight.trigger=scheduled`).
+
+An agent's last run then becomes the moment its fetch started. A failure (LM or MLflow down) is that agent's
+outcome, never a crash, and leaves its last run as it was.
+
+The schedule is a 5-field cron expression in UTC, read by the small parser below (croniter is not a dependency):
+`*`, numbers, names (JAN, MON), ranges, lists and steps, with cron's rule that a day matches either restricted
+day field. `Cron.quartz()` converts it for Databricks Jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import itertools
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from insight_mcp.agents.core.state import StateStore
+from insight_mcp.agents.core.timestamps import UtcDateTime
+from insight_mcp.agents.evaluation.agent_eval import KINDS, ScorerName
+from insight_mcp.agents.optimization.model import (
+    DEFAULT_SCORERS,
+    OPTIMIZERS,
+    Framework,
+    OptimizationError,
+    OptimizationResult,
+    OptimizerName,
+    Promotion,
+)
+from insight_mcp.agents.settings import Settings
+from insight_mcp.agents.supervision.config import ConfigError, MonitoredAgent, load_agent_config
+from insight_mcp.agents.version import VERSION
+
+log = structlog.get_logger("insight_mcp.scheduled_optimization")
+
+SECTION = "scheduled_optimization"
+TRIGGER_TAG = "insight.trigger"
+MAX_COUNT = 50_000  # traces counted at most per agent and run: far past any min_traces worth setting
+_PAGE = 500
+_MINUTE = dt.timedelta(minutes=1)
+_HORIZON = dt.timedelta(days=366 * 10)  # a schedule that fires at all fires within this (29 February included)
+
+
+# --- cron ----------------------------------------------------------------------------------------------------------
+
+
+class CronError(ValueError):
+    """A schedule that cannot be read or converted; the message says which field and what is allowed."""
+
+
+class ScheduledError(OptimizationError):
+    """A scheduled run that cannot start; the message says what to change."""
+
+
+_MONTHS = {name: i for i, name in enumerate(
+    ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), start=1)}
+_DAYS = {name: i for i, name in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
+_DAY_NAMES = {i: name for name, i in _DAYS.items()}
+_MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
+           "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+# (name, lowest, highest, names): the five fields in cron's order; day of week 7 is Sunday again.
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}), ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 7, _DAYS))
+
+
+def _value(token: str, field: str, low: int, high: int, names: dict[str, int]) -> int:
+    if token.upper() in names:
+        return names[token.upper()]
+    if not token.isdigit():
+        allowed = f"a number from {low} to {high}" + (f" or a name such as {next(iter(names))}" if names else "")
+        raise CronError(f"{field} field: {token!r} is not {allowed}")
+    number = int(token)
+    if not low <= number <= high:
+        raise CronError(f"{field} field: {number} is outside {low}-{high}")
+    return number
+
+
+def _field(text: str, field: str, low: int, high: int, names: dict[str, int]) -> frozenset[int]:
+    """One field's values: `*`, numbers or names, `a-b` ranges, `,` lists and `/n` steps."""
+    values: set[int] = set()
+    for item in text.split(","):
+        base, slash, step_text = item.partition("/")
+        step = 1
+        if slash:
+            if not step_text.isdigit() or int(step_text) < 1:
+                raise CronError(f"{field} field: the step in {item!r} must be a whole number of at least 1")
+            step = int(step_text)
+        if base == "*":
+            start, end = low, high
+        elif "-" in base:
+            first, _, last = base.partition("-")
+            start, end = _value(first, field, low, high, names), _value(last, field, low, high, names)
+            if start > end:
+                raise CronError(f"{field} field: the range {base!r} runs backwards")
+        elif base:
+            start = _value(base, field, low, high, names)
+            end = high if slash else start  # `5/15` is `5-max/15`, as in Vixie cron
+        else:
+            raise CronError(f"{field} field {text!r} has an empty item")
+        values.update(range(start, end + 1, step))
+    return frozenset(values)
+
+
+def _quartz_numbers(values: frozenset[int], low: int, high: int) -> str:
+    """Quartz text for a set: `*`, `start/step` for a progression to the end of the field, else ranges and lists."""
+    ordered = sorted(values)
+    if ordered == list(range(low, high + 1)):
+        return "*"
+    steps = {b - a for a, b in itertools.pairwise(ordered)}
+    if len(ordered) >= 3 and len(steps) == 1 and (step := steps.pop()) > 1 and ordered[-1] + step > high:
+        return f"{ordered[0]}/{step}"
+    return ",".join(_runs(ordered, str))
+
+
+def _runs(ordered: list[int], name: Callable[[int], str]) -> list[str]:
+    """Consecutive values of three or more as `a-b` ranges, the rest one by one."""
+    parts: list[str] = []
+    start = prev = ordered[0]
+    for value in [*ordered[1:], None]:
+        if value is not None and value == prev + 1:
+            prev = value
+            continue
+        if prev - start >= 2:
+            parts.append(f"{name(start)}-{name(prev)}")
+        else:
+            parts.extend(name(v) for v in range(start, prev + 1))
+        if value is not None:
+            start = prev = value
+    return parts
+
+
+@dataclasses.dataclass(frozen=True)
+class Cron:
+    """A parsed 5-field cron expression (UTC): when it fires, and its Quartz equivalent."""
+
+    expression: str
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]  # 0 = Sunday ... 6 = Saturday
+    either_day: bool  # both day fields restricted: a day matches either (cron's rule), else it must match both
+
+    @classmethod
+    def parse(cls, expression: str) -> Cron:
+        """Read a 5-field expression (or @daily, @hourly, ...); CronError says what is wrong."""
+        text = " ".join(str(expression).split())
+        fields = _MACROS.get(text.lower(), text).split(" ")
+        if len(fields) != 5:
+            raise CronError(f"{text[:80]!r} is not a 5-field cron expression (minute hour day-of-month month "
+                            "day-of-week), such as \"0 2 * * *\" for 2 AM UTC every day")
+        parsed = [_field(f, *spec) for f, spec in zip(fields, _FIELDS, strict=True)]
+        weekdays = frozenset(d % 7 for d in parsed[4])
+        cron = cls(text, parsed[0], parsed[1], parsed[2], parsed[3], weekdays,
+                   either_day=not fields[2].startswith("*") and not fields[4].startswith("*"))
+        try:
+            cron.next_after(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+        except CronError:
+            raise CronError(f"{text!r} never fires (no month has that day)") from None
+        return cron
+
+    def _day_matches(self, day: dt.datetime) -> bool:
+        in_month = day.day in self.days
+        in_week = (day.weekday() + 1) % 7 in self.weekdays
+        return (in_month or in_week) if self.either_day else (in_month and in_week)
+
+    def next_after(self, moment: dt.datetime) -> dt.datetime:
+        """The first fire time strictly after `moment` (UTC, to the minute)."""
+        t = moment.astimezone(dt.UTC).replace(second=0, microsecond=0) + _MINUTE
+        limit = t + _HORIZON
+        while t <= limit:
+            if t.month not in self.months:
+                t = (t.replace(day=1, hour=0, minute=0) + dt.timedelta(days=32)).replace(day=1)
+            elif not self._day_matches(t):
+                t = t.replace(hour=0, minute=0) + dt.timedelta(days=1)
+            elif t.hour not in self.hours:
+                t = t.replace(minute=0) + dt.timedelta(hours=1)
+            elif t.minute not in self.minutes:
+                t += _MINUTE
+            else:
+                return t
+        raise CronError(f"{self.expression!r} does not fire within ten years")
+
+    def latest_at_or_before(self, moment: dt.datetime) -> dt.datetime:
+        """The last fire time at or before `moment` (UTC, to the minute)."""
+        t = moment.astimezone(dt.UTC).replace(second=0, microsecond=0)
+        limit = t - _HORIZON
+        while t >= limit:
+            if t.month not in self.months:
+                t = t.replace(day=1, hour=0, minute=0) - _MINUTE
+            elif not self._day_matches(t):
+                t = t.replace(hour=0, minute=0) - _MINUTE
+            elif t.hour not in self.hours:
+                t = t.replace(minute=0) - _MINUTE
+            elif t.minute not in self.minutes:
+                t -= _MINUTE
+            else:
+                return t
+        raise CronError(f"{self.expression!r} did not fire within ten years")
+
+    def period(self, moment: dt.datetime) -> dt.timedelta:
+        """The gap between the schedule's two latest fire times: what one scheduled run covers."""
+        latest = self.latest_at_or_before(moment)
+        return latest - self.latest_at_or_before(latest - _MINUTE)
+
+    def quartz(self) -> str:
+        """The Quartz expression Databricks Jobs take: seconds first, `?` in one day field, days by name.
+
+        Quartz cannot say "either day field" (cron's rule when both are restricted) nor "both": such a schedule
+        raises CronError rather than being converted into one that fires on other days.
+        """
+        all_days, all_weekdays = self.days == frozenset(range(1, 32)), self.weekdays == frozenset(range(7))
+        days, weekdays = self.days, self.weekdays
+        if self.either_day and (all_days or all_weekdays):  # either field matching every day: every day
+            days, weekdays, all_days, all_weekdays = frozenset(range(1, 32)), frozenset(range(7)), True, True
+        if not all_days and not all_weekdays:
+            raise CronError(f"{self.expression!r} restricts both the day of month and the day of week; Quartz "
+                            "(Databricks Jobs) can restrict only one of them: put * in the other, or schedule two "
+                            "jobs")
+        day_of_month = "?" if all_days and not all_weekdays else _quartz_numbers(days, 1, 31)
+        day_of_week = "?" if all_weekdays else ",".join(_runs(sorted(weekdays), _DAY_NAMES.__getitem__))
+        return " ".join(("0", _quartz_numbers(self.minutes, 0, 59), _quartz_numbers(self.hours, 0, 23),
+                         day_of_month, _quartz_numbers(self.months, 1, 12), day_of_week))
+
+
+# --- configuration -------------------------------------------------------------------------------------------------
+
+
+class ScheduledOptimization(BaseModel):
+    """The seed's `scheduled_optimization` block; its five keys are all that is required."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key must not silently fall back to a default
+
+    enabled: bool = True
+    schedule: str = Field("0 2 * * *", description="5-field cron expression, UTC.")
+    min_traces: int = Field(100, ge=1, le=100_000, description="Fewer new traces: the agent is left for next time.")
+    framework: Framework = "dspy"
+    evaluation_threshold: float = Field(0.7, ge=0, le=1, description="The held-out score a candidate must reach.")
+    optimizer: OptimizerName | None = Field(None, description="Default: the framework's first (dspy: gepa).")
+    agents: list[MonitoredAgent] | None = Field(
+        None, description="Default: the monitored agents of agent_config.yaml (our three narrative prompts).")
+    scorers: list[ScorerName] = Field(default_factory=lambda: list(DEFAULT_SCORERS), min_length=1)
+    max_lm_calls: int = Field(300, ge=4, le=100_000, description="LM budget of each agent's optimization.")
+    max_minutes: float = Field(15.0, gt=0, le=1440, description="Search time of each agent's optimization.")
+    lookback_hours: float | None = Field(
+        None, gt=0, le=24 * 366, description="How far back a first run reads; default one period of the schedule.")
+    promotion: Promotion = "auto"
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return Cron.parse(value).expression
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScheduledOptimization:
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS[self.framework]:
+            raise ValueError(f"optimizer: the {self.framework} framework offers "
+                             f"{', '.join(OPTIMIZERS[self.framework])}, not {self.optimizer}")
+        names = [a.name for a in self.agents or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"agents: names must be unique ({', '.join(sorted(names))})")
+        return self
+
+    @property
+    def cron(self) -> Cron:
+        return Cron.parse(self.schedule)
+
+
+class OptimizationConfig(BaseModel):
+    """optimization_config.yaml: other sections may share the file."""
+
+    scheduled_optimization: ScheduledOptimization
+
+
+def load_optimization_config(path: Path | None) -> ScheduledOptimization:
+    """The file's `scheduled_optimization` block, or the seed's values when there is no file."""
+    if path is None:
+        return ScheduledOptimization()
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict) or SECTION not in loaded:
+        raise ConfigError(f"{path} must hold a mapping with the key {SECTION} (see docs/optimization.md)")
+    try:
+        return OptimizationConfig.model_validate(loaded).scheduled_optimization
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+                             for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+def monitored_agents(settings: Settings, config: ScheduledOptimization) -> list[MonitoredAgent]:
+    """The agents the configuration names, else those of agent_config.yaml (by default our three prompts)."""
+    if config.agents is not None:
+        return config.agents
+    return load_agent_config(settings.agent_config_path).ondemand_optimization.agents
+
+
+# --- state ---------------------------------------------------------------------------------------------------------
+
+
+class AgentState(BaseModel):
+    """What the state store remembers of one agent's scheduled runs."""
+
+    agent: str
+    last_run_at: float | None = Field(None, description="Start of the last successful run: the next reads from it.")
+    last_attempt_at: float
+    last_outcome: str
+    last_reason: str | None = None
+
+
+def load_state(store: StateStore) -> dict[str, AgentState]:
+    """Every agent's remembered runs, by agent name."""
+    with store.transaction() as conn:
+        rows = conn.execute("SELECT * FROM scheduled_optimization").fetchall()
+    return {row["agent"]: AgentState(**dict(row)) for row in rows}
+
+
+def _record(store: StateStore, agent: str, *, attempted_at: float, outcome: str, reason: str,
+            run_at: float | None) -> None:
+    """One attempt; the last run moves only when `run_at` is given (an optimization really ran)."""
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO scheduled_optimization (agent, last_run_at, last_attempt_at, last_outcome, last_reason) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (agent) DO UPDATE SET "
+            "last_run_at = COALESCE(excluded.last_run_at, scheduled_optimization.last_run_at), "
+            "last_attempt_at = excluded.last_attempt_at, last_outcome = excluded.last_outcome, "
+            "last_reason = excluded.last_reason",
+            (agent, run_at, attempted_at, outcome, reason[:1000]))
+
+
+@contextlib.contextmanager
+def _exclusive(settings: Settings) -> Iterator[None]:
+    """One scheduled run per INSIGHT_HOME at a time: a cron job and a manual run must not both optimize."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    path = settings.home / "scheduled-optimization.lock"
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ScheduledError(f"another scheduled optimization is running in {settings.home} (it holds {path}); "
+                                 "this one does nothing") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --- one scheduled run ---------------------------------------------------------------------------------------------
+
+
+AgentOutcome = Literal["promoted", "not_promoted", "awaiting_approval", "skipped", "too_few_traces",
+                       "not_optimizable", "failed", "cancelled"]
+
+
+class AgentRun(BaseModel):
+    """What the scheduled run did for one monitored agent, and why."""
+
+    agent: str
+    prompt: str
+    outcome: AgentOutcome = Field(description="The optimization's outcome, or why there was none.")
+    reason: str
+    since: UtcDateTime | None = Field(None, description="Traces from this time on were read (UTC).")
+    traces: int | None = Field(None, description="Traces of the prompt since then.")
+    failed_traces: int | None = Field(None, description="Of which failed (trace status ERROR).")
+    advanced: bool = Field(False, description="Whether the agent's last run moved: the next run reads from here.")
+    optimization: OptimizationResult | None = None
+
+
+class ScheduledRun(BaseModel):
+    """One scheduled optimization over every monitored agent."""
+
+    started_at: UtcDateTime
+    finished_at: UtcDateTime
+    config: str = Field(description="The configuration file, or `defaults` (the seed's values).")
+    schedule: str
+    next_run_at: UtcDateTime = Field(description="The schedule's next fire time after this run (UTC).")
+    min_traces: int
+    framework: str
+    evaluation_threshold: float
+    agents: list[AgentRun]
+
+    @property
+    def failed(self) -> bool:
+        """Whether any agent's optimization failed (not merely had nothing to do)."""
+        return any(a.outcome == "failed" for a in self.agents)
+
+
+Say = Callable[[float, str], None]
+
+
+def _utc(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+
+
+def default_since(config: ScheduledOptimization, now: float) -> float:
+    """Where a first run starts reading: `lookback_hours` back, else one period of the schedule back."""
+    if config.lookback_hours is not None:
+        return now - config.lookback_hours * 3600
+    return now - config.cron.period(_utc(now)).total_seconds()
+
+
+def count_traces(settings: Settings, prompt: str, since: float) -> tuple[int, int]:
+    """(traces, failed traces) of the prompt since a time, in the experiments the optimizer curates from."""
+    from insight_mcp.agents.core.mlflow_store import open_client
+    from insight_mcp.agents.evaluation.curation import TraceFilter, filter_string
+    from insight_mcp.agents.narrative.writer import NARRATIVE_EXPERIMENT
+
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:  # traces this process wrote must be in the store before they are counted
+        with contextlib.suppress(Exception):
+            mlflow.flush_trace_async_logging()
+    client = open_client(settings.tracking_uri)
+    locations = []
+    for name in dict.fromkeys((settings.tracing.experiment, NARRATIVE_EXPERIMENT)):
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            locations.append(str(found.experiment_id))
+    if not locations:
+        return 0, 0
+    query = filter_string(TraceFilter(prompt=prompt, since=_utc(since).isoformat()))
+    total = failed = 0
+    token = None
+    while total < MAX_COUNT:
+        page = client.search_traces(locations=locations, filter_string=query, max_results=_PAGE, page_token=token,
+                                    include_spans=False)
+        for trace in page:
+            total += 1
+            failed += str(getattr(trace.info.state, "value", trace.info.state)) == "ERROR"
+        token = getattr(page, "token", None)
+        if not token:
+            break
+    return total, failed
+
+
+def _tag_scheduled(settings: Settings, run_id: str | None) -> None:
+    if run_id is None:
+        return
+    from insight_mcp.agents.core.mlflow_store import failure, open_client
+
+    try:
+        open_client(settings.tracking_uri).set_tag(run_id, TRIGGER_TAG, "scheduled")
+    except Exception as exc:  # the run itself is logged; only the tag is missing
+        log.warning("scheduled optimization run not tagged", run_id=run_id, error=failure(exc))
+
+
+def run_scheduled(settings: Settings, config: ScheduledOptimization, *, source: str = "defaults",
+                  clock: Callable[[], float] = time.time, lm: Any = None,
+                  cancelled: threading.Event | None = None, progress: Say | None = None) -> ScheduledRun:
+    """The seed's six steps for every monitored agent (see the module docstring); ScheduledError when it cannot start.
+
+    `lm` replaces the configured LM (tests); `cancelled` stops the current optimization before its next write and
+    skips the agents after it.
+    """
+    from insight_mcp.agents.llm import LMNotConfigured, lm_configured
+
+    if lm is None and not lm_configured(settings):
+        raise ScheduledError(f"scheduled optimization needs an LM: {LMNotConfigured()}")
+    agents = monitored_agents(settings, config)
+    cancelled = cancelled or threading.Event()
+    say = progress or (lambda fraction, message: None)
+    started = clock()
+    with _exclusive(settings):
+        store = StateStore(settings.state_path)
+        state = load_state(store)
+        done: list[AgentRun] = []
+        for i, agent in enumerate(agents):
+            def step(fraction: float, message: str, i: int = i, name: str = agent.name) -> None:
+                say((i + fraction) / max(len(agents), 1), f"{name}: {message}")
+
+            last = state.get(agent.name)
+            outcome = _one_agent(settings, config, agent, last.last_run_at if last else None, store=store,
+                                 clock=clock, lm=lm, cancelled=cancelled, say=step)
+            log.info("scheduled optimization", agent=outcome.agent, prompt=outcome.prompt, outcome=outcome.outcome,
+                     traces=outcome.traces, reason=outcome.reason)
+            done.append(outcome)
+    finished = clock()
+    return ScheduledRun(
+        started_at=_utc(started), finished_at=_utc(finished), config=source, schedule=config.schedule,
+        next_run_at=config.cron.next_after(_utc(finished)), min_traces=config.min_traces,
+        framework=config.framework, evaluation_threshold=config.evaluation_threshold, agents=done)
+
+
+def _one_agent(settings: Settings, config: ScheduledOptimization, agent: MonitoredAgent, last_run: float | None, *,
+               store: StateStore, clock: Callable[[], float], lm: Any, cancelled: threading.Event,
+               say: Say) -> AgentRun:
+    """Steps 1-6 for one agent, its outcome recorded in the state store; never raises for the agent's own failure."""
+    from insight_mcp.agents.core.mlflow_store import unreachable
+
+    fetched_at = clock()
+    since = last_run if last_run is not None else default_since(config, fetched_at)
+    run = AgentRun(agent=agent.name, prompt=agent.prompt, outcome="failed", reason="", since=_utc(since))
+    if cancelled.is_set():
+        run.outcome, run.reason = "cancelled", "stopped before this agent's turn"
+        return run
+    if agent.prompt not in KINDS:
+        run.outcome = "not_optimizable"
+        run.reason = (f"{agent.prompt} cannot be optimized yet: only {', '.join(KINDS)} have the signature an "
+                      "optimizer needs")
+    else:
+        say(0.0, "counting traces")
+        try:
+            run.traces, run.failed_traces = count_traces(settings, agent.prompt, since)
+        except Exception as exc:
+            run.reason = unreachable(exc)
+        else:
+            since_text = f"{_utc(since):%Y-%m-%d %H:%M:%S} UTC"
+            if run.traces < config.min_traces:
+                run.outcome = "too_few_traces"
+                run.reason = (f"only {run.traces} traces of {agent.prompt} since {since_text}, fewer than "
+                              f"min_traces={config.min_traces}: nothing was optimized; they count toward the next "
+                              "run")
+            else:
+                _optimize(settings, config, agent, since, run, lm=lm, cancelled=cancelled, say=say)
+    run.advanced = run.outcome in ("promoted", "not_promoted", "awaiting_approval")
+    _record(store, agent.name, attempted_at=fetched_at, outcome=run.outcome, reason=run.reason,
+            run_at=fetched_at if run.advanced else None)
+    return run
+
+
+def _optimize(settings: Settings, config: ScheduledOptimization, agent: MonitoredAgent, since: float, run: AgentRun,
+              *, lm: Any, cancelled: threading.Event, say: Say) -> None:
+    """Steps 3-6 through the optimization service; the agent's run gets its outcome and reason."""
+    from insight_mcp.agents.core.mlflow_store import failure
+    from insight_mcp.agents.evaluation.runs import EvaluationError
+    from insight_mcp.agents.optimization.model import OptimizationRequest
+    from insight_mcp.agents.optimization.service import Cancelled, run_optimization
+
+    try:
+        request = OptimizationRequest(
+            prompt=agent.prompt, framework=config.framework, optimizer=config.optimizer,
+            since=_utc(since).isoformat(), scorers=config.scorers, max_lm_calls=config.max_lm_calls,
+            max_minutes=config.max_minutes, min_traces=config.min_traces,
+            evaluation_threshold=config.evaluation_threshold, promotion=config.promotion)
+        result = run_optimization(settings, request, lm=lm, progress=say, cancelled=cancelled)
+    except Cancelled:
+        run.outcome, run.reason = "cancelled", "stopped: the optimization was cancelled before its next write"
+        return
+    except EvaluationError as exc:  # OptimizationError is one: a message written for a person
+        run.reason = str(exc)
+        return
+    except Exception as exc:
+        log.debug("scheduled optimization failed", agent=agent.name, exc_info=True)  # the traceback, if asked
+        run.reason = f"the optimization failed: {failure(exc)}"
+        return
+    _tag_scheduled(settings, result.mlflow_run_id)
+    run.optimization, run.outcome, run.reason = result, result.outcome, result.reason
+
+
+# --- the schedule loop ---------------------------------------------------------------------------------------------
+
+
+def run_schedule(cron: Cron, job: Callable[[float], Any], *, clock: Callable[[], float] = time.time,
+                 wait: Callable[[float], bool], max_runs: int | None = None) -> int:
+    """Run `job(now)` at each fire time until `wait` reports a stop or `max_runs` ran; returns how many ran.
+
+    `wait(seconds)` sleeps and returns True when the loop must stop (an Event's `wait`). A failed job is logged and
+    the loop waits for the next fire time; a job longer than the period skips the fire times it overran.
+    """
+    from insight_mcp.agents.core.mlflow_store import failure
+
+    runs = 0
+    after = clock()
+    while max_runs is None or runs < max_runs:
+        due = cron.next_after(_utc(after)).timestamp()
+        log.info("next scheduled optimization", at=_utc(due).isoformat(), schedule=cron.expression)
+        while (remaining := due - clock()) > 0:
+            if wait(min(remaining, 60.0)):  # short sleeps: a suspended machine wakes to the right time
+                return runs
+        if wait(0):  # a stop asked for at the fire time itself wins over the run
+            return runs
+        try:
+            job(clock())
+        except Exception as exc:
+            log.error("scheduled optimization failed; waiting for the next fire time", error=failure(exc))
+        runs += 1
+        after = max(clock(), due)
+    return runs
+
+
+# --- Databricks Jobs -----------------------------------------------------------------------------------------------
+
+
+DEFAULT_JOB_CONFIG = "/Workspace/Shared/insight-mcp/optimization_config.yaml"
+
+
+def databricks_job(config: ScheduledOptimization, settings: Settings, *, config_path: str = DEFAULT_JOB_CONFIG,
+                   name: str = "insight-mcp scheduled optimization",
+                   dependency: str = f"insight-mcp=={VERSION}") -> dict[str, Any]:
+    """The Jobs API 2.1 definition that runs `insight-mcp optimize --scheduled` on the same schedule, serverless.
+
+    The LM's key is never written here: add INSIGHT_LM_API_KEY to the job from a secret.
+    """
+    variables = {"MLFLOW_TRACKING_URI": "databricks", "MLFLOW_DISABLE_TELEMETRY": "true",
+                 "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    if settings.lm_model:
+        variables["INSIGHT_LM"] = settings.lm_model
+    if settings.lm_api_base:
+        variables["INSIGHT_LM_API_BASE"] = settings.lm_api_base
+    return {
+        "name": name,
+        "description": f"Scheduled prompt optimization ({config.framework}, min_traces={config.min_traces}, "
+                       f"evaluation_threshold={config.evaluation_threshold:g}); cron \"{config.schedule}\" UTC.",
+        "schedule": {"quartz_cron_expression": config.cron.quartz(), "timezone_id": "UTC",
+                     "pause_status": "UNPAUSED" if config.enabled else "PAUSED"},
+        "max_concurrent_runs": 1,
+        "tags": {"insight-mcp": "scheduled-optimization"},
+        "tasks": [{
+            "task_key": "scheduled_optimization",
+            "description": "Fetch traces since the last run, filter, optimize, evaluate, update the registry if "
+                           "better, log to MLflow.",
+            "python_wheel_task": {"package_name": "insight-mcp", "entry_point": "insight-mcp",
+                                  "parameters": ["optimize", "--scheduled", "--config", config_path]},
+            "environment_key": "insight_mcp",
+            "environment_variables_key": "insight_mcp",
+            "max_retries": 0,
+        }],
+        # Serverless environment version 2 runs Python 3.11, the version insight-mcp supports.
+        "environments": [{"environment_key": "insight_mcp",
+                          "spec": {"environment_version": "2", "dependencies": [dependency]}}],
+        "environment_variables": [{"environment_variables_key": "insight_mcp", "spec": {"variables": variables}}],
+    }
