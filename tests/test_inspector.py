@@ -1,9 +1,10 @@
-"""Every tool of every server, called through the official MCP Inspector CLI over stdio and over HTTP.
+"""Every tool of every server, called through the official MCP Inspector CLI over HTTP, and every server over stdio.
 
 The Inspector uses the TypeScript SDK client that desktop clients share: it checks each structured answer against
 the tool's output schema, formats included, and refuses the answer when they disagree. The Python SDK client does
 not, which is how naive timestamps once slipped through. Arguments are each tool's docs example, on the demo
-workspace.
+workspace. A tool's answer is built by the same code whichever the transport, so stdio (where the Inspector starts
+a server per call) lists every server's tools and calls one of each; HTTP calls every tool.
 """
 
 from __future__ import annotations
@@ -16,15 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
+from lm_server import LMServer
 from node_tools import INSPECTOR_CLI, require, system_node
 from serve_process import EXE, Served, serve
 from test_tool_answers import from_answer
 
 from insight_mcp.agents.settings import load_settings
-from insight_mcp.clients.client import connect_in_process
-from insight_mcp.servers.app import SERVER_FACTORIES, build_servers, close_servers
+from insight_mcp.servers.app import SERVER_FACTORIES, build_servers
 from insight_mcp.servers.toolset import InsightServer
 
 pytestmark = pytest.mark.e2e
@@ -47,14 +47,17 @@ class Inspector:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("INSIGHT_") and k != "MLFLOW_TRACKING_URI"}
         self.env |= {"INSIGHT_HOME": str(home), "INSIGHT_WORKSPACE_FILE": str(workspace)}
 
-    def call(self, target: str | tuple[str, str], tool: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Call one tool on an HTTP URL, or on (server, 'stdio') started by the Inspector itself."""
+    def call(self, target: str | tuple[str, str], tool: str | None, args: dict[str, Any]) -> dict[str, Any]:
+        """Call one tool (or list them, tool None) on an HTTP URL, or on (server, 'stdio') started by the Inspector."""
         command = [self.node, str(INSPECTOR_CLI)]
         if isinstance(target, str):
             command.append(target)
         else:
             command.append(str(EXE))
-        command += ["--method", "tools/call", "--tool-name", tool]
+        if tool is None:
+            command += ["--method", "tools/list"]
+        else:
+            command += ["--method", "tools/call", "--tool-name", tool]
         if args:
             command += ["--tool-arg", *(f"{k}={_arg(v)}" for k, v in args.items())]
         if not isinstance(target, str):
@@ -88,28 +91,6 @@ def resolved_examples(server: InsightServer, call: Any) -> list[tuple[str, dict[
     return [(name, args_for(name)) for name in sorted(server.declarations)]
 
 
-def in_process_caller(server: InsightServer) -> Any:
-    """Calls a server object in this process: how the stdio test fills examples that need a live job or trace.
-
-    A stdio server lives for one call, so a job it starts dies with it; this process's server shares the state
-    store and tracking store (one INSIGHT_HOME), and its jobs live as long as the test.
-    """
-
-    def call(tool: str, args: dict[str, Any]) -> dict[str, Any]:
-        async def once() -> dict[str, Any]:
-            async with connect_in_process(server) as client:
-                result = await client.raw.call_tool(tool, args)
-            assert not result.is_error, f"{tool}: {result.content}"
-            return result.model_dump(mode="json", by_alias=True)
-
-        answer = anyio.run(once)
-        if server.tracer is not None:  # a stdio call may rate this answer: its trace must be in the store first
-            assert server.tracer.flush(300.0), server.tracer.status
-        return answer
-
-    return call
-
-
 @pytest.fixture(scope="module")
 def declared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, InsightServer]:
     return build_servers(load_settings(home=tmp_path_factory.mktemp("decl")))
@@ -121,21 +102,26 @@ def inspector_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def inspector(demo_workspace: Path, inspector_home: Path) -> Inspector:
-    return Inspector(inspector_home, demo_workspace)
+def lm() -> Iterator[LMServer]:
+    with LMServer() as server:
+        yield server
+
+
+def lm_env(lm: LMServer) -> dict[str, str]:
+    """The test LM for every server here: trigger_optimization refuses at once without an LM."""
+    return {"INSIGHT_LM": "openai/test-model", "INSIGHT_LM_API_BASE": lm.url, "INSIGHT_LM_API_KEY": "sk-test-insp"}
 
 
 @pytest.fixture(scope="module")
-def local_servers(demo_workspace: Path, inspector_home: Path) -> Iterator[dict[str, InsightServer]]:
-    settings = load_settings(home=inspector_home, workspace_file=demo_workspace, tracing={"enabled": True})
-    servers = build_servers(settings)
-    yield servers
-    close_servers(servers)
+def inspector(demo_workspace: Path, inspector_home: Path, lm: LMServer) -> Inspector:
+    made = Inspector(inspector_home, demo_workspace)
+    made.env |= lm_env(lm)
+    return made
 
 
 @pytest.fixture(scope="module")
-def served(demo_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    running = serve(demo_workspace, tmp_path_factory.mktemp("served"))
+def served(demo_workspace: Path, tmp_path_factory: pytest.TempPathFactory, lm: LMServer) -> Iterator[Served]:
+    running = serve(demo_workspace, tmp_path_factory.mktemp("served"), **lm_env(lm))
     yield running
     running.stop()
 
@@ -168,14 +154,16 @@ def test_every_tool_answers_in_the_inspector_over_http(
 
 
 @pytest.mark.parametrize("server", list(SERVER_FACTORIES))
-def test_every_tool_answers_in_the_inspector_over_stdio(
-    server: str, inspector: Inspector, local_servers: dict[str, InsightServer]
+def test_every_server_lists_its_tools_and_answers_in_the_inspector_over_stdio(
+    server: str, inspector: Inspector, declared: dict[str, InsightServer]
 ) -> None:
-    def call(tool: str, args: dict[str, Any]) -> dict[str, Any]:
-        return inspector.call((server, "stdio"), tool, args)
-
-    calls = resolved_examples(local_servers[server], in_process_caller(local_servers[server]))
-    assert _run_all(calls, call, workers=3) == []
+    listed = inspector.call((server, "stdio"), None, {})
+    assert {t["name"] for t in listed["tools"]} == set(declared[server].declarations)
+    assert all(t.get("outputSchema") and t.get("annotations") for t in listed["tools"])
+    declarations = declared[server].declarations
+    name = min(n for n, decl in declarations.items() if not decl.example_from)
+    result = inspector.call((server, "stdio"), name, dict(declarations[name].example))
+    assert isinstance(result.get("structuredContent"), dict), f"{name}: {json.dumps(result)[:500]}"
 
 
 def test_the_inspector_refuses_a_naive_timestamp(inspector: Inspector, tmp_path: Path) -> None:
