@@ -10,6 +10,8 @@ import anyio
 
 from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.supervision.config import MonitoredAgent, OnDemandOptimization
+from insight_mcp.agents.supervision.interventions import StartRefused
+from insight_mcp.clients.client import ToolCallError
 from insight_mcp.clients.typed import OptimizationClient
 from insight_mcp.supervisor.daemon import JobView
 from insight_mcp.supervisor.window import Verdict
@@ -44,7 +46,10 @@ class McpLauncher:
         arguments = self.config.optimization_arguments(agent, verdict.metrics.since_ms)
 
         async def work(client: OptimizationClient) -> str:
-            return (await client.optimize_prompt(**arguments)).job_id
+            try:
+                return (await client.optimize_prompt(**arguments)).job_id
+            except ToolCallError as exc:  # an answer, not an outage: the server refused this request
+                raise StartRefused(str(exc)) from None
 
         return self._run(work)
 

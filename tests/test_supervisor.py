@@ -75,6 +75,18 @@ def test_a_real_slip_trips_once_the_job_is_followed_across_a_restart_and_the_coo
         assert after.inflight_job is None and "INSIGHT_LM" in (after.last_trip["outcome"]["error"] or "")
         again = {c.agent: c for c in restarted.check_once()}["security_summary"]
         assert again.verdict.trips and "cooling down" in again.action
+
+        # A user's own agent whose prompt the server cannot optimize: refused once, then it cools down (no retry
+        # at every check), and nothing is logged as an intervention.
+        own = AgentConfig.model_validate({"ondemand_optimization": {
+            "mcp_server": {"endpoint": served.base}, "supervisory_agent": {"min_traces_for_trigger": 50},
+            "agents": [{"name": "payroll_bot", "tags": {"insight.prompt": "insight.security_summary"},
+                        "prompt": "acme.payroll_answers"}]}}).ondemand_optimization
+        user = Supervisor(own, settings, McpLauncher(own, settings))
+        refused = user.check_once()[0]
+        assert "refused" in refused.action and "unknown prompt 'acme.payroll_answers'" in refused.action
+        assert state.load(user.store, "payroll_bot").cooldown_until > time.time()
+        assert "cooling down" in user.check_once()[0].action
     finally:
         served.stop()
 

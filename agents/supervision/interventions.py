@@ -27,6 +27,11 @@ EXPERIMENT = "insight-supervisor"
 Trigger = Literal["threshold", "manual"]
 
 
+class StartRefused(Exception):
+    """The optimization server answered, refusing the request (an unknown prompt, bad settings): retrying at every
+    check would only repeat the refusal, so the cooldown stands."""
+
+
 class Trip(BaseModel):
     """Why an optimization is wanted: the reasons, the test that judged them, and the metrics at that moment."""
 
@@ -70,6 +75,12 @@ def trip(settings: Settings, store: StateStore, agent: MonitoredAgent, why: Trip
                            cooldown_until=_utc(current.cooldown_until) if current.cooldown_until > now else None)
     try:
         job_id = start(claim)
+    except StartRefused as exc:  # the server said no: the cooldown stands, the reason is logged
+        state.release(store, agent.name, keep_cooldown=True, outcome={"error": str(exc)[:500]})
+        log.warning("optimization_refused", agent=agent.name, error=str(exc)[:500])
+        return TripOutcome(agent=agent.name, prompt=agent.prompt, started=False,
+                           message=f"not started: the optimization server refused it: {str(exc)[:500]}",
+                           cooldown_until=_utc(now + cooldown_seconds))
     except Exception as exc:  # the call failed: release the claim so that the next check (or person) can try again
         state.release(store, agent.name, keep_cooldown=False, outcome={"error": failure(exc)})
         log.warning("optimization_not_started", agent=agent.name, error=failure(exc))
