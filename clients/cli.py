@@ -346,10 +346,19 @@ def config_claude(
     ctx: typer.Context,
     transport: Annotated[str, typer.Option(help="stdio (Claude Desktop) or http (Claude Code, remote).")] = "stdio",
     url: Annotated[str | None, typer.Option(help="Base URL for http; default http://127.0.0.1:$INSIGHT_PORT.")] = None,
+    http: Annotated[str | None, typer.Option("--http", help="Shorthand for --transport http --url URL: the base "
+                                                            "URL of `insight-mcp serve`.")] = None,
+    stdio: Annotated[bool, typer.Option("--stdio", help="Shorthand for --transport stdio.")] = False,
 ) -> None:
-    """Print an mcpServers block for Claude Desktop or Claude Code."""
+    """Print an mcpServers block for Claude Desktop or Claude Code, with every server (optimization included)."""
     from insight_mcp.servers.app import SERVER_FACTORIES
 
+    if http and stdio:
+        fail("give --http URL or --stdio, not both")
+    if http:
+        transport, url = "http", http
+    elif stdio:
+        transport = "stdio"
     settings = _settings(ctx)
     servers: dict[str, Any] = {}
     command = shutil.which("insight-mcp") or str(Path(sys.argv[0]).resolve())

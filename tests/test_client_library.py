@@ -626,3 +626,9 @@ def test_call_and_config_cover_a_new_server(settings: Settings, monkeypatch: pyt
     config = cli.invoke(app, ["config", "claude", "--transport", "http"])
     assert config.exit_code == 0, config.output
     assert json.loads(config.stdout)["mcpServers"]["insight-extra"]["url"].endswith("/extra/mcp")
+    remote = json.loads(cli.invoke(app, ["config", "claude", "--http", "https://insight.example:9000/"]).stdout)
+    assert remote["mcpServers"]["insight-optimization"]["url"] == "https://insight.example:9000/optimization/mcp"
+    local = json.loads(cli.invoke(app, ["config", "claude", "--stdio"]).stdout)["mcpServers"]
+    assert local["insight-evaluation"]["args"] == ["serve", "--server", "evaluation", "--transport", "stdio"]
+    both = cli.invoke(app, ["config", "claude", "--stdio", "--http", "http://x"])
+    assert both.exit_code != 0 and "not both" in both.output
