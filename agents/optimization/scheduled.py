@@ -16,9 +16,9 @@ quotes included); every other key has a default. A run goes through the seed's s
 An agent's last run then becomes the moment its fetch started. A failure (LM or MLflow down) is that agent's
 outcome, never a crash, and leaves its last run as it was.
 
-The schedule is a 5-field cron expression in UTC, read by the small parser below (croniter is not a dependency):
-`*`, numbers, names (JAN, MON), ranges, lists and steps, with cron's rule that a day matches either restricted
-day field. `Cron.quartz()` converts it for Databricks Jobs.
+The schedule is a 5-field cron expression in UTC, read by croniter: `*`, numbers, names (JAN, MON), ranges, lists
+and steps, with cron's rule that a day matches either restricted day field. `Cron.quartz()` converts it for
+Databricks Jobs.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import dataclasses
 import datetime as dt
 import fcntl
 import itertools
+import re
 import sys
 import threading
 import time
@@ -62,7 +63,6 @@ TRIGGER_TAG = "insight.trigger"
 MAX_COUNT = 50_000  # traces counted at most per agent and run: far past any min_traces worth setting
 _PAGE = 500
 _MINUTE = dt.timedelta(minutes=1)
-_HORIZON = dt.timedelta(days=366 * 10)  # a schedule that fires at all fires within this (29 February included)
 
 
 # --- cron ----------------------------------------------------------------------------------------------------------
@@ -76,54 +76,14 @@ class ScheduledError(OptimizationError):
     """A scheduled run that cannot start; the message says what to change."""
 
 
-_MONTHS = {name: i for i, name in enumerate(
-    ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), start=1)}
-_DAYS = {name: i for i, name in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
-_DAY_NAMES = {i: name for name, i in _DAYS.items()}
-_MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
-           "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
-# (name, lowest, highest, names): the five fields in cron's order; day of week 7 is Sunday again.
-_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
-    ("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}), ("month", 1, 12, _MONTHS),
-    ("day of week", 0, 7, _DAYS))
-
-
-def _value(token: str, field: str, low: int, high: int, names: dict[str, int]) -> int:
-    if token.upper() in names:
-        return names[token.upper()]
-    if not token.isdigit():
-        allowed = f"a number from {low} to {high}" + (f" or a name such as {next(iter(names))}" if names else "")
-        raise CronError(f"{field} field: {token!r} is not {allowed}")
-    number = int(token)
-    if not low <= number <= high:
-        raise CronError(f"{field} field: {number} is outside {low}-{high}")
-    return number
-
-
-def _field(text: str, field: str, low: int, high: int, names: dict[str, int]) -> frozenset[int]:
-    """One field's values: `*`, numbers or names, `a-b` ranges, `,` lists and `/n` steps."""
-    values: set[int] = set()
-    for item in text.split(","):
-        base, slash, step_text = item.partition("/")
-        step = 1
-        if slash:
-            if not step_text.isdigit() or int(step_text) < 1:
-                raise CronError(f"{field} field: the step in {item!r} must be a whole number of at least 1")
-            step = int(step_text)
-        if base == "*":
-            start, end = low, high
-        elif "-" in base:
-            first, _, last = base.partition("-")
-            start, end = _value(first, field, low, high, names), _value(last, field, low, high, names)
-            if start > end:
-                raise CronError(f"{field} field: the range {base!r} runs backwards")
-        elif base:
-            start = _value(base, field, low, high, names)
-            end = high if slash else start  # `5/15` is `5-max/15`, as in Vixie cron
-        else:
-            raise CronError(f"{field} field {text!r} has an empty item")
-        values.update(range(start, end + 1, step))
-    return frozenset(values)
+# croniter reads the fields; these name the one that is wrong. Its extensions (L, W, #, ?, H, R, seconds, years)
+# are refused: cron and Quartz read them differently, and `Cron.quartz()` could not convert them.
+_FIELDS = (("minute", "a number from 0 to 59"), ("hour", "a number from 0 to 23"),
+           ("day of month", "a number from 1 to 31"), ("month", "a number from 1 to 12 or a name such as JAN"),
+           ("day of week", "a number from 0 to 7 (0 and 7 are Sunday) or a name such as MON"))
+_SYNTAX = (re.compile(r"[\d*/,-]+"),) * 3 + (re.compile(r"(?:[\d*/,-]|[A-Za-z]{3})+"),) * 2
+_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+_DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
 
 
 def _quartz_numbers(values: frozenset[int], low: int, high: int) -> str:
@@ -156,77 +116,53 @@ def _runs(ordered: list[int], name: Callable[[int], str]) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Cron:
-    """A parsed 5-field cron expression (UTC): when it fires, and its Quartz equivalent."""
+    """A 5-field cron expression (UTC) that croniter reads: when it fires, and its Quartz equivalent."""
 
     expression: str
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday ... 6 = Saturday
-    either_day: bool  # both day fields restricted: a day matches either (cron's rule), else it must match both
 
     @classmethod
     def parse(cls, expression: str) -> Cron:
-        """Read a 5-field expression (or @daily, @hourly, ...); CronError says what is wrong."""
+        """Check an expression (or @daily, @hourly, ...) with croniter; CronError names the field that is wrong."""
+        from croniter import CroniterBadDateError, CroniterError, croniter
+
         text = " ".join(str(expression).split())
-        fields = _MACROS.get(text.lower(), text).split(" ")
+        fields = croniter(text).expressions if text.startswith("@") and croniter.is_valid(text) else text.split(" ")
         if len(fields) != 5:
             raise CronError(f"{text[:80]!r} is not a 5-field cron expression (minute hour day-of-month month "
                             "day-of-week), such as \"0 2 * * *\" for 2 AM UTC every day")
-        parsed = [_field(f, *spec) for f, spec in zip(fields, _FIELDS, strict=True)]
-        weekdays = frozenset(d % 7 for d in parsed[4])
-        cron = cls(text, parsed[0], parsed[1], parsed[2], parsed[3], weekdays,
-                   either_day=not fields[2].startswith("*") and not fields[4].startswith("*"))
+        for i, (field, (name, allowed), syntax) in enumerate(zip(fields, _FIELDS, _SYNTAX, strict=True)):
+            alone = " ".join(field if j == i else "*" for j in range(5))  # the field among stars: is it the one?
+            if not (syntax.fullmatch(field) and croniter.is_valid(alone)):
+                raise CronError(f"{name} field: {field!r} is not {allowed}, nor a range (a-b), list (a,b) or step "
+                                "(*/n) of such values")
+        cron = cls(text)
         try:
             cron.next_after(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
-        except CronError:
+        except CroniterBadDateError:  # croniter searched 50 years: Feb 30, Apr 31 and the like
             raise CronError(f"{text!r} never fires (no month has that day)") from None
+        except CroniterError as exc:
+            raise CronError(f"{text!r} is not a valid cron expression: {exc}") from None
         return cron
 
-    def _day_matches(self, day: dt.datetime) -> bool:
-        in_month = day.day in self.days
-        in_week = (day.weekday() + 1) % 7 in self.weekdays
-        return (in_month or in_week) if self.either_day else (in_month and in_week)
+    def _fires(self, start: dt.datetime) -> Any:
+        """croniter from `start`, with Vixie cron's day rule: a day field starting with `*` makes both days match."""
+        from croniter import croniter
+
+        return croniter(self.expression, start.astimezone(dt.UTC), implement_cron_bug=True)
 
     def next_after(self, moment: dt.datetime) -> dt.datetime:
         """The first fire time strictly after `moment` (UTC, to the minute)."""
-        t = moment.astimezone(dt.UTC).replace(second=0, microsecond=0) + _MINUTE
-        limit = t + _HORIZON
-        while t <= limit:
-            if t.month not in self.months:
-                t = (t.replace(day=1, hour=0, minute=0) + dt.timedelta(days=32)).replace(day=1)
-            elif not self._day_matches(t):
-                t = t.replace(hour=0, minute=0) + dt.timedelta(days=1)
-            elif t.hour not in self.hours:
-                t = t.replace(minute=0) + dt.timedelta(hours=1)
-            elif t.minute not in self.minutes:
-                t += _MINUTE
-            else:
-                return t
-        raise CronError(f"{self.expression!r} does not fire within ten years")
+        return self._fires(moment).get_next(dt.datetime)
 
     def latest_at_or_before(self, moment: dt.datetime) -> dt.datetime:
         """The last fire time at or before `moment` (UTC, to the minute)."""
-        t = moment.astimezone(dt.UTC).replace(second=0, microsecond=0)
-        limit = t - _HORIZON
-        while t >= limit:
-            if t.month not in self.months:
-                t = t.replace(day=1, hour=0, minute=0) - _MINUTE
-            elif not self._day_matches(t):
-                t = t.replace(hour=0, minute=0) - _MINUTE
-            elif t.hour not in self.hours:
-                t = t.replace(minute=0) - _MINUTE
-            elif t.minute not in self.minutes:
-                t -= _MINUTE
-            else:
-                return t
-        raise CronError(f"{self.expression!r} did not fire within ten years")
+        return self._fires(moment.replace(second=0, microsecond=0) + _MINUTE).get_prev(dt.datetime)
 
     def period(self, moment: dt.datetime) -> dt.timedelta:
         """The gap between the schedule's two latest fire times: what one scheduled run covers."""
-        latest = self.latest_at_or_before(moment)
-        return latest - self.latest_at_or_before(latest - _MINUTE)
+        fires = self._fires(moment.replace(second=0, microsecond=0) + _MINUTE)
+        latest = fires.get_prev(dt.datetime)
+        return latest - fires.get_prev(dt.datetime)
 
     def quartz(self) -> str:
         """The Quartz expression Databricks Jobs take: seconds first, `?` in one day field, days by name.
@@ -234,18 +170,24 @@ class Cron:
         Quartz cannot say "either day field" (cron's rule when both are restricted) nor "both": such a schedule
         raises CronError rather than being converted into one that fires on other days.
         """
-        all_days, all_weekdays = self.days == frozenset(range(1, 32)), self.weekdays == frozenset(range(7))
-        days, weekdays = self.days, self.weekdays
-        if self.either_day and (all_days or all_weekdays):  # either field matching every day: every day
-            days, weekdays, all_days, all_weekdays = frozenset(range(1, 32)), frozenset(range(7)), True, True
+        fires = self._fires(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+        full = [frozenset(range(low, high + 1)) for low, high in _RANGES]
+        minutes, hours, days, months, weekdays = (every if values[0] == "*" else frozenset(values)
+                                                  for values, every in zip(fires.expanded, full, strict=True))
+        # croniter's own test of when a day matches either field, so that Quartz fires when croniter does
+        either_day = "*" not in (fires.expanded[2][0], fires.expanded[4][0]) and not any(
+            fires.expressions[i].startswith("*") for i in (2, 4))
+        all_days, all_weekdays = days == full[2], weekdays == full[4]
+        if either_day and (all_days or all_weekdays):  # either field matching every day: every day
+            days, weekdays, all_days, all_weekdays = full[2], full[4], True, True
         if not all_days and not all_weekdays:
             raise CronError(f"{self.expression!r} restricts both the day of month and the day of week; Quartz "
                             "(Databricks Jobs) can restrict only one of them: put * in the other, or schedule two "
                             "jobs")
         day_of_month = "?" if all_days and not all_weekdays else _quartz_numbers(days, 1, 31)
         day_of_week = "?" if all_weekdays else ",".join(_runs(sorted(weekdays), _DAY_NAMES.__getitem__))
-        return " ".join(("0", _quartz_numbers(self.minutes, 0, 59), _quartz_numbers(self.hours, 0, 23),
-                         day_of_month, _quartz_numbers(self.months, 1, 12), day_of_week))
+        return " ".join(("0", _quartz_numbers(minutes, 0, 59), _quartz_numbers(hours, 0, 23), day_of_month,
+                         _quartz_numbers(months, 1, 12), day_of_week))
 
 
 # --- configuration -------------------------------------------------------------------------------------------------
