@@ -17,70 +17,34 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
 import random
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test LM server and its engine double
-
 import anyio
-from lm_server import AdapterEngine
+from bench_lm_setup import http_lm_settings, lm_description, lm_server_process, sleepy_lm, write_cases
 
 from insight_mcp.agents.evaluation.agent_eval import evaluate_agent
 from insight_mcp.agents.settings import load_settings
 
 GOAL = 6.0
-TESTS = str(Path(__file__).resolve().parents[1] / "tests")
 SEVERITIES = ("critical", "high", "medium", "low")
 
 
-def write_cases(path: Path, n: int) -> None:
-    """Security-summary cases shaped like the narrative's facts."""
-    rng = random.Random(7)
-    with path.open("w") as handle:
-        for _ in range(n):
-            findings = [{"id": "f-" + hashlib.sha256(str(rng.random()).encode()).hexdigest()[:20],
-                         "severity": rng.choice(SEVERITIES), "category": "brute_force", "title": "Sign-in failures",
-                         "principal": f"user{rng.randint(1, 5)}@corp.example", "workspace_id": "1",
-                         "event_count": rng.randint(1, 40), "first_seen": "2026-11-14T01:00:00",
-                         "last_seen": "2026-11-14T02:00:00", "rule_id": "brute_force_user"}
-                        for _ in range(rng.randint(1, 9))]
-            counts = {"total": len(findings), "by_category": {"brute_force": len(findings)},
-                      "by_severity": {s: sum(f["severity"] == s for f in findings) for s in (*SEVERITIES, "info")}}
-            facts = {"window": {"since": "2026-11-14T00:00:00", "until": "2026-11-21T00:00:00"}, "counts": counts,
-                     "failed_analyses": [], "riskiest_principals": [], "findings": findings, "findings_not_listed": 0}
-            handle.write(json.dumps({"inputs": {"facts": facts}}) + "\n")
-
-
-class SleepyEngine(AdapterEngine):
-    """The test LM's answers, each after a fixed wait."""
-
-    def __init__(self, delay: float) -> None:
-        super().__init__()
-        self.delay = delay
-
-    def complete(self, request: Any) -> Any:
-        time.sleep(self.delay)
-        return super().complete(request)
-
-
-def lm_server_process(delay: float) -> subprocess.Popen[str]:
-    """The test LM server in a process of its own, as a real endpoint is: its work does not share our GIL."""
-    code = ("import sys, threading; from lm_server import LMServer; "
-            f"server = LMServer('slow', slow_seconds={delay!r}).start(); print(server.url, flush=True); "
-            "sys.stdin.read()")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env=env)
+def summary_case(rng: random.Random, _: int) -> dict[str, Any]:
+    """A security-summary case shaped like the narrative's facts."""
+    findings = [{"id": "f-" + hashlib.sha256(str(rng.random()).encode()).hexdigest()[:20],
+                 "severity": rng.choice(SEVERITIES), "category": "brute_force", "title": "Sign-in failures",
+                 "principal": f"user{rng.randint(1, 5)}@corp.example", "workspace_id": "1",
+                 "event_count": rng.randint(1, 40), "first_seen": "2026-11-14T01:00:00",
+                 "last_seen": "2026-11-14T02:00:00", "rule_id": "brute_force_user"}
+                for _ in range(rng.randint(1, 9))]
+    counts = {"total": len(findings), "by_category": {"brute_force": len(findings)},
+              "by_severity": {s: sum(f["severity"] == s for f in findings) for s in (*SEVERITIES, "info")}}
+    facts = {"window": {"since": "2026-11-14T00:00:00", "until": "2026-11-21T00:00:00"}, "counts": counts,
+             "failed_analyses": [], "riskiest_principals": [], "findings": findings, "findings_not_listed": 0}
+    return {"inputs": {"facts": facts}}
 
 
 def main() -> None:
@@ -93,21 +57,18 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="insight-bench-eval-"))
     dataset = tmp / "cases.jsonl"
-    write_cases(dataset, opts.cases)
+    write_cases(dataset, opts.cases, seed=7, case=summary_case)
     server = lm_server_process(opts.delay) if opts.http else None
     try:
         if server is not None:
             url = server.stdout.readline().strip()
-            settings = load_settings(home=tmp / "home", lm_model="openai/gpt-4o-mini", lm_api_base=url,
-                                     lm_api_key="sk-bench-000000")
+            settings = load_settings(home=tmp / "home", **http_lm_settings(url, "openai/gpt-4o-mini"))
             lm = None
-            how = f"HTTP LM server in its own process ({url}), DSPy -> LiteLLM"
         else:
-            import dspy
-
+            url = None
             settings = load_settings(home=tmp / "home")
-            lm = dspy.LM("local/sleepy", engine=SleepyEngine(opts.delay), cache=False, num_retries=0)
-            how = "DSPy engine double"
+            lm = sleepy_lm(opts.delay)
+        how = lm_description(url)
 
         def run(workers: int, limit: int | None = None) -> Any:
             return anyio.run(lambda: evaluate_agent(settings, prompt="insight.security_summary@production",

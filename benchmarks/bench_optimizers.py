@@ -15,54 +15,31 @@ modules take seconds to import): the times are the optimizations' own.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-TESTS = str(Path(__file__).resolve().parents[1] / "tests")
-sys.path.insert(0, TESTS)  # the test LM, its engine double, and the cases it knows how to answer
+from bench_lm_setup import http_lm_settings, lm_description, lm_server_process, sleepy_lm, write_cases
+from lm_server import _summary
+from test_evaluate_agent import WORSE, summary_facts
 
-from lm_server import AdapterEngine, _summary  # noqa: E402
-from pydantic import SecretStr  # noqa: E402
-from test_evaluate_agent import WORSE, summary_facts  # noqa: E402
+from insight_mcp.agents.core.mlflow_store import open_client
+from insight_mcp.agents.settings import Settings, load_settings
 
-from insight_mcp.agents.core.mlflow_store import open_client  # noqa: E402
-from insight_mcp.agents.settings import Settings, load_settings  # noqa: E402
-
-OPTIMIZERS = (("dspy", "bootstrap_few_shot"), ("dspy", "gepa"), ("textgrad", "tgd"), ("mlflow", "metaprompt"),
-              ("mlflow", "gepa"))
+OPTIMIZERS = (("dspy", "bootstrap_few_shot"), ("dspy", "gepa"), ("dspy", "miprov2"), ("textgrad", "tgd"),
+              ("mlflow", "metaprompt"), ("mlflow", "gepa"))
 GOOD = "counts exactly cite finding ids riskiest principal"
 
 
-class SleepyEngine(AdapterEngine):
-    """The test LM's answers, each after a fixed wait."""
-
-    def __init__(self, delay: float) -> None:
-        super().__init__()
-        self.delay = delay
-
-    def complete(self, request: Any) -> Any:
-        time.sleep(self.delay)
-        return super().complete(request)
-
-
-def write_cases(path: Path, n: int) -> None:
-    rng = random.Random(3)
-    with path.open("w") as handle:
-        for i in range(n):
-            facts = summary_facts(rng)
-            expectations = {"expected_response": _summary(facts, GOOD)[0]} if i % 2 == 0 else {}
-            handle.write(json.dumps({"inputs": {"facts": facts}, "expectations": expectations}) + "\n")
+def summary_case(rng: random.Random, i: int) -> dict[str, Any]:
+    """A security-summary case; every other one with a good expected answer."""
+    facts = summary_facts(rng)
+    expectations = {"expected_response": _summary(facts, GOOD)[0]} if i % 2 == 0 else {}
+    return {"inputs": {"facts": facts}, "expectations": expectations}
 
 
 def champion_store(folder: Path) -> Path:
@@ -75,15 +52,6 @@ def champion_store(folder: Path) -> Path:
     version = client.register_prompt(SECURITY_SUMMARY, WORSE, commit_message="the vague champion").version
     client.set_prompt_alias(SECURITY_SUMMARY, PRODUCTION_ALIAS, version)
     return folder / "mlflow.db"
-
-
-def lm_server_process(delay: float) -> subprocess.Popen[str]:
-    code = ("import sys; from lm_server import LMServer; "
-            f"server = LMServer('slow', slow_seconds={delay!r}).start(); print(server.url, flush=True); "
-            "sys.stdin.read()")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env=env)
 
 
 def warm_imports(home: Path) -> None:
@@ -103,20 +71,18 @@ def main() -> None:
     parser.add_argument("--http", action="store_true", help="The OpenAI-compatible test server through LiteLLM.")
     opts = parser.parse_args()
 
-    import dspy
-
-    from insight_mcp.agents.evaluation.runs import EvaluationError
+    from insight_mcp.agents.core.errors import CallerError
     from insight_mcp.agents.optimization.model import OptimizationRequest
     from insight_mcp.agents.optimization.service import run_optimization
 
     tmp = Path(tempfile.mkdtemp(prefix="insight-bench-opt-"))
     dataset = tmp / "cases.jsonl"
-    write_cases(dataset, opts.cases)
+    write_cases(dataset, opts.cases, seed=3, case=summary_case)
     template = champion_store(tmp / "template")
     warm_imports(tmp)
     server = lm_server_process(opts.delay) if opts.http else None
     url = server.stdout.readline().strip() if server is not None and server.stdout is not None else None
-    how = f"HTTP LM server in its own process ({url}), DSPy -> LiteLLM" if url else "DSPy engine double"
+    how = lm_description(url)
     print(f"{opts.cases} cases, a budget of {opts.budget} LM calls, LM {opts.delay * 1000:g} ms a call through the "
           f"{how}\n")
     rows = []
@@ -127,20 +93,16 @@ def main() -> None:
             shutil.copy(template, home / "mlflow.db")
             # Named explicitly: MLflow's fluent API exports MLFLOW_TRACKING_URI, which load_settings would read.
             settings: Settings = load_settings(home=home, prompt_cache_seconds=0,
-                                               mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
-            lm = None
-            if url:
-                settings = settings.model_copy(update={"lm_model": "openai/test-model", "lm_api_base": url,
-                                                       "lm_api_key": SecretStr("sk-bench-000000")})
-            else:
-                lm = dspy.LM("local/sleepy", engine=SleepyEngine(opts.delay), cache=False, num_retries=0)
+                                               mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+                                               **(http_lm_settings(url, "openai/test-model") if url else {}))
+            lm = None if url else sleepy_lm(opts.delay)
             request = OptimizationRequest(prompt="insight.security_summary", framework=framework,
                                           optimizer=optimizer, dataset=str(dataset), max_lm_calls=opts.budget,
                                           min_traces=10)
             started = time.perf_counter()
             try:
                 result: Any = run_optimization(settings, request, lm=lm)
-            except EvaluationError as exc:  # an optimizer that could not run says why: show it, go on
+            except CallerError as exc:  # an optimizer that could not run says why: show it, go on
                 result = str(exc)
             rows.append((f"{framework} {optimizer}", result, time.perf_counter() - started))
     finally:

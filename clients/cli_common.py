@@ -1,13 +1,19 @@
-"""What every subcommand module shares: the consoles, clean failure, JSON output and the loaded settings."""
+"""What every subcommand module shares: the consoles, clean failure, JSON output, the loaded settings, the progress
+bar and quiet libraries."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import sys
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from insight_mcp.agents.settings import Settings
 
@@ -30,3 +36,26 @@ def print_json(data: Any) -> None:
 def settings_of(ctx: typer.Context) -> Settings:
     """The settings the root command loaded once for the whole invocation."""
     return ctx.find_root().obj  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def progress(enabled: bool, title: str) -> Iterator[Callable[[float, str], None] | None]:
+    """A progress bar on stderr when it is a terminal; None (silence) when piped or for --json."""
+    if not (enabled and err.is_terminal):
+        yield None
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task(title, total=1.0)
+
+        def step(fraction: float, message: str | None = None) -> None:
+            bar.update(task, completed=fraction, description=message or title)
+
+        yield step
+
+
+def quiet_mlflow() -> None:
+    """Only warnings from MLflow, Alembic, LiteLLM and httpx: their chatter would bury a command's progress."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported, later
+    for name in ("mlflow", "alembic", "LiteLLM", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)

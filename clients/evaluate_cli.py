@@ -3,20 +3,16 @@ traces, or evaluate the detections; a progress bar on a terminal, silence when p
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import logging
-import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from insight_mcp.agents.settings import Settings
-from insight_mcp.clients.cli_common import JsonOpt, err, fail, out, print_json, settings_of
+from insight_mcp.clients.cli_common import JsonOpt, fail, out, print_json, progress, quiet_mlflow, settings_of
 
 evaluate_app = typer.Typer(no_args_is_help=True, help="Measure the suite: insights, prompts, datasets, detections.")
 T = TypeVar("T")
@@ -49,28 +45,6 @@ LabelsOpt = Annotated[str, typer.Option("--labels", help="`generated` (the demo 
                                                          "file (docs/labels-format.md).")]
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool, title: str) -> Iterator[Callable[[float, str], None] | None]:
-    """A progress bar on stderr when it is a terminal; None (silence) when piped or for --json."""
-    if not (enabled and err.is_terminal):
-        yield None
-        return
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
-                  transient=True) as bar:
-        task = bar.add_task(title, total=1.0)
-
-        def step(fraction: float, message: str | None = None) -> None:
-            bar.update(task, completed=fraction, description=message or title)
-
-        yield step
-
-
-def _quiet_mlflow() -> None:
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported, later
-    for name in ("mlflow", "alembic", "LiteLLM", "httpx"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def _run(settings: Settings, work: Callable[[Any], Awaitable[T]], *, backend: bool = False) -> T:
     """Run one evaluation, with the workspace's backend when it needs one; caller errors end the command."""
     from insight_mcp.agents.evaluation.detections import LabelsError
@@ -79,7 +53,7 @@ def _run(settings: Settings, work: Callable[[Any], Awaitable[T]], *, backend: bo
     from insight_mcp.agents.security.rules import RuleFileError
     from insight_mcp.agents.settings import SettingsError
 
-    _quiet_mlflow()
+    quiet_mlflow()
 
     async def run() -> T:
         if not backend:
@@ -125,7 +99,7 @@ def insights_command(
     from insight_mcp.agents.evaluation.insights import score_insights
 
     settings = settings_of(ctx)
-    with _progress(not as_json, "scoring insights") as step:
+    with progress(not as_json, "scoring insights") as step:
         scores = _run(settings, lambda backend: score_insights(
             settings, backend, report=report, labels=labels, min_severity=min_severity.value,
             time_budget_seconds=time_budget, judges=judges, progress=step), backend=True)
@@ -168,7 +142,7 @@ def agent_command(
     from insight_mcp.agents.evaluation.agent_eval import evaluate_agent
 
     settings = settings_of(ctx)
-    with _progress(not as_json, "evaluating") as step:
+    with progress(not as_json, "evaluating") as step:
         result = _run(settings, lambda _: evaluate_agent(
             settings, prompt=prompt, dataset=dataset, version=version, workers=workers,
             scorers=[s.value for s in scorer] if scorer else None, limit=limit, progress=step))
@@ -217,7 +191,7 @@ def curate_command(
         return await anyio.to_thread.run_sync(lambda: curate_dataset(
             settings, name=name, trace_filter=trace_filter, size=size, seed=seed, progress=step))
 
-    with _progress(not as_json, "curating") as step:
+    with progress(not as_json, "curating") as step:
         made = _run(settings, work)
     if as_json:
         print_json(made.model_dump(mode="json"))
@@ -249,7 +223,7 @@ def detections_command(
     from insight_mcp.agents.security.service import SecurityAgent
 
     settings = settings_of(ctx)
-    with _progress(not as_json, "evaluating detections") as step:
+    with progress(not as_json, "evaluating detections") as step:
         result = _run(settings, lambda backend: evaluate_detections(
             settings, SecurityAgent(settings, backend), labels_source=labels, since=since, until=until,
             min_severity=min_severity.value, progress=step), backend=True)

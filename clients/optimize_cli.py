@@ -10,8 +10,8 @@ import anyio
 import typer
 from rich.table import Table
 
-from insight_mcp.clients.cli_common import JsonOpt, fail, out, print_json, settings_of
-from insight_mcp.clients.evaluate_cli import ScorerOpt, _progress, _quiet_mlflow
+from insight_mcp.clients.cli_common import JsonOpt, fail, out, print_json, progress, quiet_mlflow, settings_of
+from insight_mcp.clients.evaluate_cli import ScorerOpt
 from insight_mcp.clients.schedule_cli import ConfigOpt, scheduled_once
 
 
@@ -81,7 +81,7 @@ def optimize_command(
     """Optimize a registered prompt with the configured LM (INSIGHT_LM) and promote the candidate only if it wins."""
     from pydantic import ValidationError
 
-    from insight_mcp.agents.evaluation.runs import EvaluationError
+    from insight_mcp.agents.core.errors import CallerError
     from insight_mcp.agents.optimization.model import OptimizationRequest
     from insight_mcp.agents.optimization.service import optimize_prompt
 
@@ -109,11 +109,11 @@ def optimize_command(
         request = OptimizationRequest(**fields)
     except ValidationError as exc:
         fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()))
-    _quiet_mlflow()
-    with _progress(not as_json, f"optimizing {request.prompt}") as step:
+    quiet_mlflow()
+    with progress(not as_json, f"optimizing {request.prompt}") as step:
         try:
             result = anyio.run(lambda: optimize_prompt(settings, request, progress=step))
-        except EvaluationError as exc:  # OptimizationError is one: a message written for a person
+        except CallerError as exc:  # OptimizationError is one: a message written for a person
             fail(str(exc))
     if as_json:
         print_json(result.model_dump(mode="json"))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from insight_mcp.clients.cli_common import err, fail, out, print_json, settings_of
+from insight_mcp.clients.cli_common import err, fail, out, print_json, progress, quiet_mlflow, settings_of
 
 if TYPE_CHECKING:
     from insight_mcp.agents.optimization.scheduled import ScheduledOptimization, ScheduledRun
@@ -54,15 +54,14 @@ def scheduled_once(settings: Settings, config: Path | None, *, as_json: bool) ->
     """`optimize --scheduled`: the seed's six steps for every monitored agent, now; exit 1 if one failed."""
     from insight_mcp.agents.optimization.scheduled import ScheduledError, run_scheduled
     from insight_mcp.agents.supervision.config import ConfigError
-    from insight_mcp.clients.evaluate_cli import _progress, _quiet_mlflow
 
     loaded, source = load_config(settings, config)
     if not loaded.enabled:
         err.print(f"scheduled_optimization.enabled is false in {source}: nothing to do", highlight=False,
                   markup=False)
         raise typer.Exit(0)
-    _quiet_mlflow()
-    with stopping() as stop, _progress(not as_json, "scheduled optimization") as step:
+    quiet_mlflow()
+    with stopping() as stop, progress(not as_json, "scheduled optimization") as step:
         try:
             result = run_scheduled(settings, loaded, source=source, cancelled=stop, progress=step)
         except (ScheduledError, ConfigError) as exc:
@@ -148,10 +147,9 @@ def run_loop(settings: Settings, loaded: ScheduledOptimization, source: str, *, 
     import structlog
 
     from insight_mcp.agents.optimization.scheduled import run_schedule, run_scheduled
-    from insight_mcp.clients.evaluate_cli import _quiet_mlflow
 
     log = structlog.get_logger("insight_mcp.schedule")
-    _quiet_mlflow()
+    quiet_mlflow()
 
     def job(now: float) -> None:
         result = run_scheduled(settings, loaded, source=source, cancelled=stop)

@@ -5,9 +5,9 @@
 
 Every class connects with its server's pinned schemas (`clients/schemas/<server>.json`), so a server whose tools
 changed under it is refused on connect. A keyword left at None is not sent: the server's own default applies.
-The answer models are the servers' own where they live in `agents/` (light to import); the few that `servers/`
-defines are mirrored here, and a test holds every model to its pinned output schema. Nothing here imports
-MLflow, DSPy or the servers. Adding a server is one class: its `server` name, and one method per tool.
+The answer models are the servers' own, which live in `agents/` (light to import); only the job handle `Started`,
+which each server defines, is mirrored here. A test holds every model to its pinned output schema. Nothing here
+imports MLflow, DSPy or the servers. Adding a server is one class: its `server` name, and one method per tool.
 """
 
 from __future__ import annotations
@@ -21,16 +21,14 @@ from mcp.server import MCPServer
 from pydantic import BaseModel, Field
 
 from insight_mcp.agents.core.feedback import RatingReceipt
-from insight_mcp.agents.core.jobs import JobRecord
-from insight_mcp.agents.core.timestamps import UtcDateTime
+from insight_mcp.agents.core.jobs import JobList, JobRecord
 from insight_mcp.agents.evaluation.runs import EvaluationList, StoredEvaluation
-from insight_mcp.agents.ingestion.backend import ColumnInfo
+from insight_mcp.agents.ingestion.answers import QueryAnswer, TableList
 from insight_mcp.agents.ingestion.explore import (
     AuditEventsPage,
     ClusterInventory,
     QueryHistorySummary,
     TableDescription,
-    TableSummary,
 )
 from insight_mcp.agents.narrative.briefing import FindingsSummary
 from insight_mcp.agents.network.analysis import (
@@ -50,7 +48,7 @@ from insight_mcp.agents.optimization.model import (
     PromptVersions,
     Significance,
 )
-from insight_mcp.agents.security.engine import RuleStat
+from insight_mcp.agents.security.answers import DetectionResult, RuleList
 from insight_mcp.agents.security.model import Finding
 from insight_mcp.agents.security.risk import PrincipalRisk, TopRisks
 from insight_mcp.agents.supervision.interventions import TripOutcome
@@ -71,53 +69,7 @@ Severity = Literal["info", "low", "medium", "high", "critical"]
 ScorerName = Literal["validity", "completeness", "expected_facts", "expected_response", "judges"]
 
 
-# --- answer models the servers define in servers/ (mirrored: importing servers/ would pull the whole stack) ---
-
-
-class TableList(BaseModel):
-    tables: list[TableSummary]
-
-
-class QueryAnswer(BaseModel):
-    columns: list[ColumnInfo]
-    rows: list[list[Any]]
-    row_count: int
-    truncated: bool = Field(description="True when the row or character cap cut the answer short.")
-    truncation_reason: str | None
-    statement_ms: float
-    tables: list[str]
-    executed_sql: str = Field(description="The statement as run, in the Databricks dialect, with its LIMIT.")
-
-
-class RuleInfo(BaseModel):
-    id: str
-    title: str
-    category: str
-    severity: str
-    mitre: list[str]
-    threat_model: str
-    tables: list[str]
-    parameters: dict[str, object]
-    description: str
-
-
-class RuleList(BaseModel):
-    rules: list[RuleInfo]
-
-
-class DetectionResult(BaseModel):
-    since: UtcDateTime
-    until: UtcDateTime
-    findings: list[Finding]
-    total: int
-    truncated: bool
-    suppressed: int
-    rules_run: int
-    failed_rules: list[RuleStat]
-
-
-class JobList(BaseModel):
-    jobs: list[JobRecord]
+# --- an answer model the servers define in servers/ (mirrored: importing servers/ would pull the whole stack) ---
 
 
 class Started(BaseModel):

@@ -13,11 +13,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
+from insight_mcp.agents.core.errors import CallerError
 from insight_mcp.agents.core.feedback import FeedbackError
 from insight_mcp.agents.core.jobs import JobNotFound
 from insight_mcp.agents.core.tracing import SpanRecord, TraceRecorder
 from insight_mcp.agents.evaluation.detections import LabelsError
-from insight_mcp.agents.evaluation.runs import EvaluationError
 from insight_mcp.agents.ingestion.backend import BackendError
 from insight_mcp.agents.ingestion.explore import InvalidArgument
 from insight_mcp.agents.security.compiler import RuleCompileError
@@ -42,8 +42,8 @@ def window_phrase(since: str | None) -> str:
 
 # Errors whose message is written for the caller: they go back as tool errors word for word.
 CALLER_ERRORS: tuple[type[Exception], ...] = (
-    InvalidArgument, QueryRefused, BackendError, SettingsError, RuleCompileError, RuleFileError, JobNotFound,
-    LabelsError, EvaluationError, FeedbackError,
+    CallerError, InvalidArgument, QueryRefused, BackendError, SettingsError, RuleCompileError, RuleFileError,
+    JobNotFound, LabelsError, FeedbackError,
 )
 
 

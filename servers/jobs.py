@@ -15,17 +15,13 @@ from typing import Annotated, Any
 
 from mcp.server.mcpserver.context import Context
 from mcp_types import CallToolResult
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from insight_mcp.agents.core.jobs import JobRecord, JobRunner
+from insight_mcp.agents.core.jobs import JobList, JobRecord, JobRunner
 from insight_mcp.servers.common import respond
 from insight_mcp.servers.toolset import InsightServer
 
 MAX_WAIT_SECONDS = 300
-
-
-class JobList(BaseModel):
-    jobs: list[JobRecord]
 
 
 def caller_of(ctx: Context[Any, Any]) -> str:

@@ -118,7 +118,7 @@ def build_optimization_server(settings: Settings, backend: SystemTables) -> Insi
         framework: Annotated[Framework, Field(description="dspy, textgrad, or mlflow (mlflow.genai."
                                                           "optimize_prompts).")] = "dspy",
         optimizer: Annotated[OptimizerName | None, Field(description="dspy: gepa (default), bootstrap_few_shot, "
-                                                                     "miprov2 (needs optuna); textgrad: tgd; mlflow: "
+                                                                     "miprov2; textgrad: tgd; mlflow: "
                                                                      "metaprompt (default), gepa.")] = None,
         dataset: Annotated[str | None, Field(max_length=1000, description="Learn from an MLflow evaluation dataset "
                                                                           "(name or d-… id) or a JSONL file.")]
@@ -157,7 +157,7 @@ def build_optimization_server(settings: Settings, backend: SystemTables) -> Insi
             "significance": significance, "alpha": alpha, "promotion": promotion}
         request = _request(**fields, **({"scorers": list(scorers)} if scorers else {}))
         assert request.optimizer is not None
-        check_available(request.framework, request.optimizer)  # MIPROv2 without optuna: say so now
+        check_available(request.framework, request.optimizer)  # a missing optional package: say so now
 
         async def job(progress: Progress) -> Any:
             from insight_mcp.agents.optimization.service import optimize_prompt as run

@@ -5,15 +5,15 @@ from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_types import CallToolResult
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from insight_mcp.agents.core.timestamps import UtcDateTime
 from insight_mcp.agents.ingestion import explore
 from insight_mcp.agents.ingestion.backend import SystemTables
 from insight_mcp.agents.ingestion.explore import InvalidArgument
 from insight_mcp.agents.narrative.briefing import FindingsSummary
 from insight_mcp.agents.reporting.render import latest_report
-from insight_mcp.agents.security.engine import DetectionRun, RuleStat
+from insight_mcp.agents.security.answers import DetectionResult, RuleInfo, RuleList
+from insight_mcp.agents.security.engine import DetectionRun
 from insight_mcp.agents.security.model import Finding
 from insight_mcp.agents.security.risk import PrincipalRisk, TopRisks, principal_risk, top_risks
 from insight_mcp.agents.security.rules import configured_rules
@@ -35,33 +35,6 @@ INSTRUCTIONS = (
 
 PRINCIPALS_TTL_SECONDS = 60.0
 SeverityArg = Literal["info", "low", "medium", "high", "critical"]
-
-
-class RuleInfo(BaseModel):
-    id: str
-    title: str
-    category: str
-    severity: str
-    mitre: list[str]
-    threat_model: str
-    tables: list[str]
-    parameters: dict[str, object]
-    description: str
-
-
-class RuleList(BaseModel):
-    rules: list[RuleInfo]
-
-
-class DetectionResult(BaseModel):
-    since: UtcDateTime
-    until: UtcDateTime
-    findings: list[Finding]
-    total: int
-    truncated: bool
-    suppressed: int
-    rules_run: int
-    failed_rules: list[RuleStat]
 
 
 def build_security_server(settings: Settings, backend: SystemTables) -> InsightServer:

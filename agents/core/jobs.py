@@ -60,6 +60,10 @@ class JobRecord(BaseModel):
         return self.status in FINISHED
 
 
+class JobList(BaseModel):
+    jobs: list[JobRecord]
+
+
 class Progress:
     """Handed to a job: report how far it is; writes are throttled so a chatty job does not hammer the store."""
 

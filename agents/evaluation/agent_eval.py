@@ -582,7 +582,8 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _score(result: CaseResult, case: Case, scorers: list[Any]) -> None:
+def score(result: CaseResult, case: Case, scorers: list[Any]) -> None:
+    """Run every scorer on one answered case into `result`; public so optimizers judge a case as evaluations do."""
     from mlflow.entities import Feedback
 
     for made in scorers:
@@ -641,7 +642,7 @@ def run_cases(
         except Exception as exc:
             result.error = redact(f"the LM call failed ({_describe(exc)})")
         if result.outputs is not None:
-            _score(result, case, scorers)
+            score(result, case, scorers)
         results[index] = result
         with lock:
             tally["done"] += 1

@@ -7,13 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from insight_mcp.agents.core.errors import CallerError
 from insight_mcp.agents.core.mlflow_store import open_client, unreachable
 from insight_mcp.agents.core.timestamps import UtcDateTime
 from insight_mcp.agents.evaluation.service import EXPERIMENT, DetectionEvaluation
 from insight_mcp.agents.settings import Settings
 
 
-class EvaluationError(ValueError):
+class EvaluationError(CallerError, ValueError):
     """An evaluation that cannot be read; the message says what to do."""
 
 

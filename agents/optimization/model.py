@@ -31,7 +31,8 @@ DEFAULT_SCORERS: tuple[ScorerName, ...] = ("validity", "completeness")
 class OptimizationError(EvaluationError):
     """An optimization that cannot run as asked; the message says what to change.
 
-    It is an EvaluationError so that every tool wrapper and job runner hands its message to the caller word for word.
+    A CallerError, so every tool wrapper and job runner hands its message to the caller word for word; it stays an
+    EvaluationError (a ValueError) for the callers that catch that.
     """
 
 

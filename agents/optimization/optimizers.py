@@ -12,7 +12,7 @@ narrative module (`narrative/modules.py`) with the template as its instructions,
 - **gepa** (DSPy): reflective instruction evolution. The metric returns the scorers' rationales as feedback, the
   reflection model is the same counted LM, and `max_metric_calls` is sized so metric calls plus reflection calls fit
   the budget; a stop callback ends it early when the budget runs low.
-- **miprov2** (DSPy): needs `optuna`, which is not installed; it says so before any LM call.
+- **miprov2** (DSPy, with optuna): proposes instructions and few-shot sets and picks the best pair in a few trials.
 - **tgd** (TextGrad, `textgrad_tgd.py`): textual gradient descent on the instruction text, the loss from the scorers.
 - **metaprompt** and **gepa** (MLflow, `mlflow_optimizer.py`): `mlflow.genai.optimize_prompts` over the registered
   champion version; it registers its result itself.
@@ -38,9 +38,9 @@ from insight_mcp.agents.core.prompts import SECURITY_SUMMARY
 from insight_mcp.agents.evaluation.agent_eval import (
     CaseResult,
     PromptKind,
-    _score,  # the evaluation's own scoring loop: an optimizer is judged exactly as an evaluation judges
     input_value,
     model_input,
+    score,  # the evaluation's own scoring loop: an optimizer is judged exactly as an evaluation judges
 )
 from insight_mcp.agents.optimization.budget import BudgetExhausted, LMBudget
 from insight_mcp.agents.optimization.model import OptimizationError
@@ -124,7 +124,7 @@ def score_outputs(task: Task, item: TrainingCase, outputs: dict[str, Any] | None
     """Score one answer with the task's scorers."""
     result = CaseResult(0, outputs=outputs, error=None if outputs is not None else "no answer in the expected format")
     if outputs is not None:
-        _score(result, item.case, task.scorers)
+        score(result, item.case, task.scorers)
     return Scored(case_score(result), feedback_of(result, item))
 
 
@@ -158,8 +158,8 @@ def with_examples(template: str, answers: list[str]) -> str:
 def check_available(framework: str, optimizer: str) -> None:
     """Fail before any LM call when an optimizer's library is missing."""
     if framework == "dspy" and optimizer == "miprov2" and importlib.util.find_spec("optuna") is None:
-        raise OptimizationError("MIPROv2 needs the optuna package, which is not installed here (it is not in "
-                                "uv.lock yet): choose gepa or bootstrap_few_shot, or install optuna")
+        raise OptimizationError("MIPROv2 needs the optuna package, which is missing from this installation: "
+                                "reinstall insight-mcp with its dependencies, or choose gepa or bootstrap_few_shot")
 
 
 # --- DSPy --------------------------------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def _gepa_metric(task: Task) -> Callable[..., Any]:
     return metric
 
 
-def _mipro(task: Task) -> Proposal:  # needs optuna, which check_available() asks for first
+def _mipro(task: Task) -> Proposal:  # optuna is a dependency; check_available() still says so if it is missing
     import dspy
 
     from insight_mcp.agents.narrative.modules import chat_adapter

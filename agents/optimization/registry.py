@@ -134,17 +134,23 @@ def list_versions(settings: Settings, name: str, limit: int = 20) -> PromptVersi
                           versions=versions)
 
 
+def _candidate_tags(run_id: str | None, parent_version: str | None, tags: dict[str, str] | None) -> dict[str, str]:
+    """The tags that mark a version as an optimization's candidate: source, the run that made it, its parent."""
+    version_tags = {SOURCE_TAG: SOURCE_OPTIMIZATION, **(tags or {})}
+    if run_id:
+        version_tags[RUN_TAG] = run_id
+    if parent_version:
+        version_tags[PARENT_TAG] = parent_version
+    return version_tags
+
+
 def register_candidate(
     settings: Settings, name: str, template: str, *, run_id: str | None, parent_version: str | None,
     tags: dict[str, str] | None = None, commit_message: str = "Candidate from an insight-mcp optimization.",
 ) -> str:
     """Register a new version, tagged with the optimization run that made it, then point `candidate` at it."""
     client = _client(settings)
-    version_tags = {SOURCE_TAG: SOURCE_OPTIMIZATION, **(tags or {})}
-    if run_id:
-        version_tags[RUN_TAG] = run_id
-    if parent_version:
-        version_tags[PARENT_TAG] = parent_version
+    version_tags = _candidate_tags(run_id, parent_version, tags)
     try:
         made = client.register_prompt(name, template, commit_message=commit_message[:500], tags=version_tags)
         version = str(made.version)
@@ -158,16 +164,24 @@ def tag_existing_candidate(settings: Settings, name: str, version: str, *, run_i
                            parent_version: str | None, tags: dict[str, str] | None = None, alias: bool = True) -> None:
     """Tag a version something else registered (mlflow.genai.optimize_prompts does) as ours, then alias it."""
     client = _client(settings)
-    version_tags = {SOURCE_TAG: SOURCE_OPTIMIZATION, **(tags or {})}
-    if run_id:
-        version_tags[RUN_TAG] = run_id
-    if parent_version:
-        version_tags[PARENT_TAG] = parent_version
+    version_tags = _candidate_tags(run_id, parent_version, tags)
     try:
         for key, value in version_tags.items():
             client.set_prompt_version_tag(name, version, key, value)
         if alias:
             client.set_prompt_alias(name, CANDIDATE_ALIAS, version)
+    except Exception as exc:
+        raise OptimizationError(unreachable(exc)) from None
+
+
+def _move_production(client: Any, name: str, version: str, *, by: str, first: list[tuple[str, str, str]]) -> None:
+    """Tag `first` (version, key, value), then who promoted `version` and when, and move `production` to it last."""
+    try:
+        for tagged, key, value in first:
+            client.set_prompt_version_tag(name, tagged, key, value)
+        client.set_prompt_version_tag(name, version, PROMOTED_AT_TAG, _now())
+        client.set_prompt_version_tag(name, version, PROMOTED_BY_TAG, by[:250])
+        client.set_prompt_alias(name, PRODUCTION_ALIAS, version)  # last: the one write that makes it live
     except Exception as exc:
         raise OptimizationError(unreachable(exc)) from None
 
@@ -192,14 +206,8 @@ def promote(
         if expect_production is not None and previous != expect_production:
             raise OptimizationError(f"{name}@{PRODUCTION_ALIAS} moved to version {previous} while the optimization "
                                     f"compared against version {expect_production}; run it again")
-        try:
-            if previous is not None:
-                client.set_prompt_version_tag(name, version, PROMOTED_FROM_TAG, previous)
-            client.set_prompt_version_tag(name, version, PROMOTED_AT_TAG, _now())
-            client.set_prompt_version_tag(name, version, PROMOTED_BY_TAG, by[:250])
-            client.set_prompt_alias(name, PRODUCTION_ALIAS, version)  # last: the one write that makes it live
-        except Exception as exc:
-            raise OptimizationError(unreachable(exc)) from None
+        _move_production(client, name, version, by=by,
+                         first=[(version, PROMOTED_FROM_TAG, previous)] if previous is not None else [])
     return AliasMove(prompt=name, alias=PRODUCTION_ALIAS, version=version, previous=previous, changed=True,
                      message=f"{name}@{PRODUCTION_ALIAS} now points at version {version} (was {previous}); running "
                              f"servers pick it up within {settings.prompt_cache_seconds:g} s")
@@ -224,14 +232,8 @@ def rollback(settings: Settings, name: str, to_version: str | None = None, *, by
         if target == current:
             return AliasMove(prompt=name, alias=PRODUCTION_ALIAS, version=target, previous=current, changed=False,
                              message=f"{name}@{PRODUCTION_ALIAS} already is version {target}")
-        try:
-            if current is not None:
-                client.set_prompt_version_tag(name, current, ROLLED_BACK_AT_TAG, _now())
-            client.set_prompt_version_tag(name, target, PROMOTED_AT_TAG, _now())
-            client.set_prompt_version_tag(name, target, PROMOTED_BY_TAG, f"rollback by {by}"[:250])
-            client.set_prompt_alias(name, PRODUCTION_ALIAS, target)  # last
-        except Exception as exc:
-            raise OptimizationError(unreachable(exc)) from None
+        _move_production(client, name, target, by=f"rollback by {by}",
+                         first=[(current, ROLLED_BACK_AT_TAG, _now())] if current is not None else [])
     return AliasMove(prompt=name, alias=PRODUCTION_ALIAS, version=target, previous=current, changed=True,
                      message=f"{name}@{PRODUCTION_ALIAS} rolled back to version {target} (was {current}); running "
                              f"servers pick it up within {settings.prompt_cache_seconds:g} s")

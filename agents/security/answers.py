@@ -1,0 +1,34 @@
+"""The security server's answer models: here, light to import, so the server and the typed client share them."""
+
+from pydantic import BaseModel
+
+from insight_mcp.agents.core.timestamps import UtcDateTime
+from insight_mcp.agents.security.engine import RuleStat
+from insight_mcp.agents.security.model import Finding
+
+
+class RuleInfo(BaseModel):
+    id: str
+    title: str
+    category: str
+    severity: str
+    mitre: list[str]
+    threat_model: str
+    tables: list[str]
+    parameters: dict[str, object]
+    description: str
+
+
+class RuleList(BaseModel):
+    rules: list[RuleInfo]
+
+
+class DetectionResult(BaseModel):
+    since: UtcDateTime
+    until: UtcDateTime
+    findings: list[Finding]
+    total: int
+    truncated: bool
+    suppressed: int
+    rules_run: int
+    failed_rules: list[RuleStat]
