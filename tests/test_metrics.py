@@ -20,7 +20,8 @@ from insight_mcp.clients.client import ToolCallError, connect_http, server_url
 pytestmark = pytest.mark.e2e
 
 
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Each sample of a Prometheus text page by name and labels: what every /metrics test compares."""
     found = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -58,7 +59,7 @@ async def test_metrics_count_calls_errors_latency_last_analysis_and_outbox(fixtu
     finally:
         served.stop()
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
-    samples = _samples(answer.text)
+    samples = metric_samples(answer.text)
     labels = (("server", "system-tables"), ("status", "ok"), ("tool", "list_tables"))
     assert samples[("insight_tool_calls_total", labels)] == 2
     refused = (("server", "system-tables"), ("status", "error"), ("tool", "run_query"))
@@ -88,7 +89,7 @@ def test_serve_retries_due_alerts_in_the_background(fixture_workspace: Path, tmp
             if mail.mailbox.messages:
                 break
             time.sleep(0.2)
-        depth = _samples(httpx.get(f"{served.base}/metrics", timeout=10).text)[("insight_alert_outbox_depth", ())]
+        depth = metric_samples(httpx.get(f"{served.base}/metrics", timeout=10).text)[("insight_alert_outbox_depth", ())]
     finally:
         served.stop()
         mail.stop()

@@ -28,12 +28,12 @@ import httpx
 import pytest
 from lm_server import LMServer
 from serve_process import EXE, serve
-from test_evaluate_agent import WORSE
+from test_optimization import make_worse_production
 
 from insight_mcp.agents.core.mlflow_store import open_client
-from insight_mcp.agents.core.prompts import PRODUCTION_ALIAS, SECURITY_SUMMARY, load_prompt
+from insight_mcp.agents.core.prompts import SECURITY_SUMMARY, load_prompt
 from insight_mcp.agents.core.state import StateStore
-from insight_mcp.agents.settings import Settings, load_settings
+from insight_mcp.agents.settings import load_settings
 from insight_mcp.agents.supervision import state
 from insight_mcp.agents.supervision.interventions import EXPERIMENT
 from insight_mcp.clients.client import connect_http
@@ -102,14 +102,6 @@ async def _summaries(base: str, windows: list[str | None]) -> list[dict[str, Any
     return answers
 
 
-def _vague_production(settings: Settings) -> str:
-    assert load_prompt(settings, SECURITY_SUMMARY).version == "1"
-    client = open_client(settings.tracking_uri)
-    version = str(client.register_prompt(SECURITY_SUMMARY, WORSE, commit_message="a vaguer summary").version)
-    client.set_prompt_alias(SECURITY_SUMMARY, PRODUCTION_ALIAS, version)
-    return version
-
-
 def test_a_slipping_agent_is_optimized_promoted_and_served_once_across_a_supervisor_kill(
     tmp_path: Path, fixture_workspace: Path, migrated_store: Path
 ) -> None:
@@ -117,7 +109,7 @@ def test_a_slipping_agent_is_optimized_promoted_and_served_once_across_a_supervi
     home.mkdir()
     shutil.copy(migrated_store, home / "mlflow.db")
     settings = load_settings(home=home, workspace_file=fixture_workspace)
-    champion = _vague_production(settings)
+    champion = make_worse_production(settings)  # a vague production prompt
     store = StateStore(settings.state_path)
     with LMServer(api_key=API_KEY) as lm:
         lm.mode = "sloppy"

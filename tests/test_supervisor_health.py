@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from test_metrics import metric_samples
 
 from insight_mcp.agents.core.mlflow_store import experiment_id, open_client
 from insight_mcp.agents.settings import Settings, load_settings
@@ -21,14 +21,6 @@ from insight_mcp.clients.demo import free_port
 from insight_mcp.supervisor.daemon import Supervisor, run_forever
 from insight_mcp.supervisor.health import HealthServer, SupervisorStats
 from insight_mcp.supervisor.launcher import McpLauncher
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
 
 
 def _traces(settings: Settings, n: int, errors: int) -> None:
@@ -115,7 +107,7 @@ def test_health_and_metrics_after_a_real_check(tmp_path: Path, migrated_store: P
 
     answer = httpx.get(server.url + "/metrics", timeout=10)
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
-    samples = _samples(answer.text)
+    samples = metric_samples(answer.text)
     agent = (("agent", "security_summary"),)
     assert samples[("insight_supervisor_checks_total", ())] == 2
     assert samples[("insight_supervisor_check_failures_total", ())] == 0
@@ -148,7 +140,7 @@ def test_degraded_after_consecutive_failed_checks(tmp_path: Path, monkeypatch: p
     body = httpx.get(server.url + "/health", timeout=10).json()
     assert body["status"] == "degraded" and body["consecutive_failures"] == 2 and body["checks"] == 2
     assert body["last_success_at"] is None and body["last_error"]
-    samples = _samples(httpx.get(server.url + "/metrics", timeout=10).text)
+    samples = metric_samples(httpx.get(server.url + "/metrics", timeout=10).text)
     assert samples[("insight_supervisor_check_failures_total", ())] == 2
     assert samples[("insight_supervisor_consecutive_failures", ())] == 2
     assert ("insight_supervisor_seconds_since_last_success", ()) not in samples

@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from insight_mcp.agents.core.state import StateStore
 from insight_mcp.agents.core.timestamps import UtcDateTime
@@ -53,7 +52,7 @@ from insight_mcp.agents.optimization.model import (
     Promotion,
 )
 from insight_mcp.agents.settings import Settings
-from insight_mcp.agents.supervision.config import ConfigError, MonitoredAgent, load_agent_config
+from insight_mcp.agents.supervision.config import ConfigError, MonitoredAgent, load_agent_config, read_config
 from insight_mcp.agents.version import VERSION
 
 log = structlog.get_logger("insight_mcp.scheduled_optimization")
@@ -244,21 +243,11 @@ def load_optimization_config(path: Path | None) -> ScheduledOptimization:
     if path is None:
         return ScheduledOptimization()
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} cannot be read: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(loaded, dict) or SECTION not in loaded:
-        raise ConfigError(f"{path} must hold a mapping with the key {SECTION} (see docs/optimization.md)")
-    try:
-        return OptimizationConfig.model_validate(loaded).scheduled_optimization
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
-                             for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        return read_config(path, OptimizationConfig, SECTION, required=True).scheduled_optimization
+    except ConfigError as exc:
+        if "must hold a mapping" in str(exc):
+            raise ConfigError(f"{exc} (see docs/optimization.md)") from None
+        raise
 
 
 def monitored_agents(settings: Settings, config: ScheduledOptimization) -> list[MonitoredAgent]:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -118,20 +120,29 @@ class AgentConfig(BaseModel):
     ondemand_optimization: OnDemandOptimization = Field(default_factory=OnDemandOptimization)
 
 
-def load_agent_config(path: Path | None) -> AgentConfig:
-    """The file's configuration, or the defaults (which are the seed's values) when no file is given."""
-    if path is None:
-        return AgentConfig()
+def read_config(path: Path, model: type[M], key: str, *, required: bool) -> M:
+    """A YAML configuration file validated into `model`; every failure a ConfigError naming the file and the key."""
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if loaded is not None and not isinstance(loaded, dict):
-        raise ConfigError(f"{path} must hold a mapping with the key ondemand_optimization")
+    mapping = isinstance(loaded, dict)
+    if (not mapping and (required or loaded is not None)) or (required and key not in loaded):
+        raise ConfigError(f"{path} must hold a mapping with the key {key}")
     try:
-        return AgentConfig.model_validate(loaded or {})
+        return model.model_validate(loaded or {})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+                             for e in exc.errors())
         raise ConfigError(f"{path}: {problems}") from None
+
+
+def load_agent_config(path: Path | None) -> AgentConfig:
+    """The file's configuration, or the defaults (which are the seed's values) when no file is given."""
+    if path is None:
+        return AgentConfig()
+    return read_config(path, AgentConfig, "ondemand_optimization", required=False)
