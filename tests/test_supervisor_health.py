@@ -36,6 +36,11 @@ def _traces(settings: Settings, n: int, errors: int) -> None:
                                             tags={"insight.prompt": "insight.security_summary"})
         span.end(status="ERROR" if i < errors else "OK", end_time_ns=now + i * 1_000_000 + 200_000_000)
     mlflow.flush_trace_async_logging()
+    # The export is asynchronous: wait until the store holds them, so the first check is bound to see them.
+    deadline = time.monotonic() + 120
+    while len(client.search_traces(locations=[experiment], max_results=n + 1)) < n:
+        assert time.monotonic() < deadline, "the traces never reached the store"
+        time.sleep(0.2)
 
 
 def _config(check_interval: float) -> OnDemandOptimization:
