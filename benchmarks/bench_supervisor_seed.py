@@ -179,6 +179,15 @@ def verify(tracking_uri: str, n_expected: int, until_ms: int) -> str:
            f"tags, status, timestamps and spans as written"
 
 
+def indexes(database: Path) -> set[str]:
+    """The names of a store's indexes, to show that a seeded store keeps every one MLflow made."""
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    finally:
+        conn.close()
+
+
 def empty_store(cache: Path) -> Path:
     """A store created and migrated by MLflow, with no traces: its schema and every index MLflow makes."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -217,6 +226,7 @@ def seeded_store(cache: Path, n: int, *, older_than_ms: int, days: float = 30.0)
         conn.execute("PRAGMA foreign_keys = ON")
         conn.executemany("DELETE FROM trace_info WHERE request_id = ?", [(t,) for t in templates])
     conn.close()
+    assert indexes(building) == indexes(empty_store(cache)), "a seeded store must keep MLflow's indexes"
     print(f"seeded {n:,} traces in {time.perf_counter() - started:.1f} s; "
           + verify(f"sqlite:///{building}", n, until_ms))
     building.rename(path)
