@@ -35,6 +35,16 @@ class QueryLimits(BaseModel):
     row_cap: int = Field(1000, ge=1, le=100_000, description="Most rows any query returns.")
     max_chars: int = Field(200_000, ge=1_000, description="Most characters of cell text in one answer.")
     timeout_seconds: float = Field(30.0, gt=0, le=3600, description="Statement timeout; the query is interrupted.")
+    max_generator_rows: int = Field(
+        1_000_000, ge=1, le=1_000_000_000,
+        description="Most rows one table-valued generator (range, sequence, explode of literals) may produce; "
+                    "larger ones, and joins of generators, are refused before they run.",
+    )
+    max_concurrent_per_client: int = Field(
+        2, ge=1, le=64,
+        description="Most run_query statements one caller may have running at once; a further call waits up to "
+                    "the statement timeout for a slot, then is refused.",
+    )
 
 
 class Suppression(BaseModel):

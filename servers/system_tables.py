@@ -1,7 +1,11 @@
 """The system-tables MCP server: read-only, capped access to the Databricks system tables."""
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
+import anyio
+from mcp.server.mcpserver.context import Context
 from mcp_types import CallToolResult
 from pydantic import Field
 
@@ -11,9 +15,11 @@ from insight_mcp.agents.ingestion.backend import Statement, SystemTables
 from insight_mcp.agents.ingestion.catalog import TABLES
 from insight_mcp.agents.ingestion.engines import build_backend
 from insight_mcp.agents.settings import Settings
-from insight_mcp.agents.sql.guard import guard_query
+from insight_mcp.agents.sql.dialect import databricks_type
+from insight_mcp.agents.sql.guard import QueryRefused, guard_query
 from insight_mcp.agents.version import VERSION
 from insight_mcp.servers.common import UNTRUSTED_DATA, respond
+from insight_mcp.servers.jobs import caller_of
 from insight_mcp.servers.toolset import InsightServer
 
 NAME = "system-tables"
@@ -27,10 +33,43 @@ INSTRUCTIONS = (
 )
 
 
+class ClientSlots:
+    """At most `per_client` statements at once for each caller, so that one caller cannot take every core.
+
+    A call beyond the limit waits for a slot up to `wait_seconds` (the statement timeout: by then one of the
+    caller's statements has finished or been stopped), then is refused with a message saying why.
+    """
+
+    def __init__(self, per_client: int, wait_seconds: float) -> None:
+        self.per_client = per_client
+        self.wait_seconds = wait_seconds
+        self._slots: dict[str, anyio.Semaphore] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, caller: str) -> AsyncIterator[None]:
+        """One slot of this caller's for the length of the block."""
+        slots = self._slots.setdefault(caller, anyio.Semaphore(self.per_client))
+        acquired = False
+        with anyio.move_on_after(self.wait_seconds):
+            await slots.acquire()
+            acquired = True
+        if not acquired:
+            raise QueryRefused(
+                "concurrency",
+                f"this client already has {self.per_client} queries running and none finished within "
+                f"{self.wait_seconds:g} s; wait for them, or raise INSIGHT_QUERY__MAX_CONCURRENT_PER_CLIENT",
+            )
+        try:
+            yield
+        finally:
+            slots.release()
+
+
 def build_system_tables_server(settings: Settings, backend: SystemTables | None = None) -> InsightServer:
     """One system-tables server bound to one backend and one set of limits."""
     engine = backend or build_backend(settings)
     limits = settings.query
+    slots = ClientSlots(limits.max_concurrent_per_client, limits.timeout_seconds)
     open_world = engine.kind != "duckdb"
     server = InsightServer(NAME, version=VERSION, instructions=INSTRUCTIONS, open_world=open_world,
                            read_only=settings.read_only)
@@ -53,7 +92,7 @@ def build_system_tables_server(settings: Settings, backend: SystemTables | None 
         Use it before writing run_query SQL: nested fields are read as `user_identity.email` and
         `request_params['key']`.
         """
-        return respond(explore.describe_table(table), source="the table catalog")
+        return respond(described(table), source="the table catalog")
 
     @server.declare(
         "run_query", title="Run a read-only SQL query",
@@ -65,6 +104,7 @@ def build_system_tables_server(settings: Settings, backend: SystemTables | None 
     )
     async def run_query(
         sql: Annotated[str, Field(description="One SELECT or WITH ... SELECT in the Databricks SQL dialect.")],
+        ctx: Context,
         limit: Annotated[int, Field(ge=1, le=limits.row_cap, description="Most rows to return.")] = min(
             100, limits.row_cap
         ),
@@ -74,12 +114,16 @@ def build_system_tables_server(settings: Settings, backend: SystemTables | None 
         Name tables in full (system.access.audit). Only SELECT/WITH is accepted; no DDL, DML, table functions,
         file or URL access. A LIMIT is added or clamped to the row cap, the statement has a time limit, and long
         answers are cut at a character cap (`truncated` says so). Aggregate in SQL rather than paging raw rows.
+        Generators (range, sequence, explode of literals) are capped in size and may not be cross joined; each
+        client runs a few queries at a time. Column types are Databricks type names.
         """
-        guardedq = guard_query(sql, allowed_tables=TABLES.keys(), limit=limit, row_cap=limits.row_cap)
-        result = await engine.execute(
-            Statement(databricks_sql=guardedq.databricks_sql, duckdb_sql=guardedq.duckdb_sql),
-            max_rows=guardedq.limit, max_chars=limits.max_chars, timeout_seconds=limits.timeout_seconds,
-        )
+        guardedq = guard_query(sql, allowed_tables=TABLES.keys(), limit=limit, row_cap=limits.row_cap,
+                               max_generator_rows=limits.max_generator_rows)
+        async with slots.hold(caller_of(ctx)):
+            result = await engine.execute(
+                Statement(databricks_sql=guardedq.databricks_sql, duckdb_sql=guardedq.duckdb_sql),
+                max_rows=guardedq.limit, max_chars=limits.max_chars, timeout_seconds=limits.timeout_seconds,
+            )
         answer = QueryAnswer(
             columns=result.columns, rows=result.rows, row_count=result.row_count, truncated=result.truncated,
             truncation_reason=result.truncation_reason, statement_ms=result.elapsed_ms, tables=guardedq.tables,
@@ -175,4 +219,13 @@ def _add_schema_resource(server: InsightServer, table: str) -> None:
         description=f"Columns, types and meanings of {table}.",
     )
     def schema() -> str:
-        return explore.describe_table(table).model_dump_json(indent=1)
+        return described(table).model_dump_json(indent=1)
+
+
+def described(table: str) -> explore.TableDescription:
+    """The catalog's description of a table, with types spelled as Databricks' DESCRIBE does (`map<string,string>`)."""
+    description = explore.describe_table(table)
+    columns = [
+        c.model_copy(update={"type": databricks_type(c.type, dialect="databricks")}) for c in description.columns
+    ]
+    return description.model_copy(update={"columns": columns})

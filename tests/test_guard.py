@@ -79,8 +79,8 @@ HOSTILE: list[tuple[str, str, str]] = [
     ("only-a-comment", "-- only a comment", "single_statement"),
     ("only-semicolons", " ; ", "single_statement"),
     # DuckDB-only commands
-    ("attach", "ATTACH 'evil.db' AS evil", "parse"),
-    ("attach-database", "ATTACH DATABASE '/tmp/x.db' AS x", "parse"),
+    ("attach", "ATTACH 'evil.db' AS evil", "read_only"),
+    ("attach-database", "ATTACH DATABASE '/tmp/x.db' AS x", "read_only"),
     ("detach", "DETACH evil", "read_only"),
     ("copy-to", "COPY (SELECT * FROM system.access.audit) TO '/tmp/out.csv'", "read_only"),
     ("copy-from", "COPY system.access.audit FROM '/tmp/in.csv'", "read_only"),
@@ -92,12 +92,12 @@ HOSTILE: list[tuple[str, str, str]] = [
     ("set-variable", "SET VARIABLE x = 1", "read_only"),
     ("reset", "RESET threads", "read_only"),
     ("call", "CALL pragma_database_list()", "read_only"),
-    ("export-database", "EXPORT DATABASE '/tmp/dump'", "parse"),
-    ("import-database", "IMPORT DATABASE '/tmp/dump'", "parse"),
+    ("export-database", "EXPORT DATABASE '/tmp/dump'", "read_only"),
+    ("import-database", "IMPORT DATABASE '/tmp/dump'", "read_only"),
     ("checkpoint", "CHECKPOINT", "read_only"),
     ("use", "USE system.access", "read_only"),
     ("vacuum", "VACUUM", "read_only"),
-    ("summarize", "SUMMARIZE system.access.audit", "parse"),
+    ("summarize", "SUMMARIZE system.access.audit", "read_only"),
     ("describe", "DESCRIBE system.access.audit", "read_only"),
     ("show-tables", "SHOW TABLES", "read_only"),
     ("add-jar", "ADD JAR '/tmp/x.jar'", "read_only"),
@@ -264,6 +264,117 @@ async def test_engine_error_reaches_caller_as_message_not_traceback(settings: Se
             await client.call("run_query", {"sql": "SELECT no_such_column FROM system.access.audit"})
     assert "the engine could not run the query" in failed.value.message
     assert "Traceback" not in failed.value.message and 'File "' not in failed.value.message
+
+
+# --- 1b. refusals that say what was refused and why ------------------------------------------------------
+
+ONLY_READS = "only one read-only SELECT (or WITH ... SELECT) over the system.* tables"
+
+# (statement, words the refusal must start its detail with): the statement or function is named, not a parser token.
+NAMED_REFUSALS: list[tuple[str, str]] = [
+    ("INSTALL httpfs", "INSTALL is not allowed: it installs an engine extension"),
+    ("LOAD httpfs", "LOAD is not allowed: it loads an engine extension"),
+    ("FORCE INSTALL httpfs", "FORCE INSTALL is not allowed"),
+    ("ATTACH 'x.db'", "ATTACH is not allowed: it opens another database file"),
+    ("DETACH x", "DETACH is not allowed"),
+    ("COPY (SELECT 1) TO '/tmp/x.csv'", "COPY is not allowed: it reads or writes files"),
+    ("PRAGMA database_list", "PRAGMA is not allowed"),
+    ("SET threads = 1", "SET is not allowed: it changes a setting"),
+    ("CALL pragma_database_list()", "CALL is not allowed"),
+    ("CREATE TABLE t AS SELECT 1", "CREATE TABLE is not allowed: it creates objects"),
+    ("DROP TABLE system.access.audit", "DROP TABLE is not allowed"),
+    ("INSERT INTO system.access.audit (event_id) VALUES ('x')", "INSERT INTO is not allowed: it writes rows"),
+    ("UPDATE system.access.audit SET action_name = 'x'", "UPDATE is not allowed"),
+    ("DELETE FROM system.access.audit", "DELETE is not allowed"),
+    ("EXPORT DATABASE '/tmp/dump'", "EXPORT DATABASE is not allowed: it writes the database to files"),
+    ("CHECKPOINT", "CHECKPOINT is not allowed"),
+    ("  -- a comment first\n install httpfs", "INSTALL is not allowed"),
+    ("SHOW TABLES", "SHOW is not allowed: it lists objects (use list_tables or describe_table)"),
+    ("SELECT * FROM read_csv('/etc/passwd')", "read_csv() is not allowed: it reads files or URLs"),
+    ("SELECT * FROM read_parquet('/tmp/x.parquet')", "read_parquet() is not allowed: it reads files or URLs"),
+    ("SELECT * FROM read_json('/tmp/x.json')", "read_json() is not allowed: it reads files or URLs"),
+    ("SELECT * FROM read_files('/tmp', format => 'text')", "read_files() is not allowed: it reads files or URLs"),
+    ("SELECT getenv('HOME')", "getenv() is not allowed: it reads the environment"),
+    ("SELECT * FROM duckdb_settings()", "duckdb_settings() is not allowed: it reads the environment, settings"),
+]
+
+
+@pytest.mark.parametrize(("sql", "start"), NAMED_REFUSALS, ids=[s for s, _ in NAMED_REFUSALS])
+def test_refusal_names_the_statement_or_function_and_says_what_is_allowed(sql: str, start: str) -> None:
+    with pytest.raises(QueryRefused) as refused:
+        _guard(sql)
+    assert refused.value.detail.startswith(start), refused.value.detail
+    assert ONLY_READS in refused.value.detail
+    assert "ALIAS" not in refused.value.detail and "Invalid expression" not in refused.value.detail
+
+
+GENERATOR_REFUSALS: list[tuple[str, str, str]] = [
+    ("SELECT * FROM range(1000000000) a, range(1000000000) b", "generator_size",
+     "range(1000000000) would produce 1,000,000,000 rows; at most 1,000,000 per generator "
+     "(INSIGHT_QUERY__MAX_GENERATOR_ROWS)"),
+    ("SELECT * FROM range(0, 2000000, 1)", "generator_size", "range(0, 2000000, 1) would produce 2,000,000 rows"),
+    ("SELECT explode(sequence(1, 5000000))", "generator_size", "sequence(1, 5000000) would produce 5,000,000 rows"),
+    ("SELECT * FROM generate_series(1, 1e7)", "generator_size", "would produce 10,000,000 rows"),
+    ("SELECT explode(array_repeat('x', 2000000))", "generator_size", "would produce 2,000,000 rows"),
+    ("SELECT * FROM explode(sequence(DATE'2000-01-01', DATE'2026-01-01', INTERVAL 1 MINUTE))", "generator_size",
+     "rows; at most 1,000,000 per generator"),
+    ("SELECT * FROM range((SELECT count(*) FROM system.access.audit))", "generator_size",
+     "its literals do not fix"),
+    ("SELECT explode(sequence(1, response.status_code)) FROM system.access.audit", "generator_size",
+     "its literals do not fix"),
+    ("SELECT explode((SELECT collect_list(event_id) FROM system.access.audit))", "generator_size",
+     "expands the answer of a subquery"),
+    ("SELECT explode(array(id, id)) FROM range(10)", "generator_size", "do not come from a system table"),
+    ("SELECT * FROM range(1000) a, range(1000) b", "generator_join", "range(1000) is joined with range(1000)"),
+    ("SELECT * FROM range(10) CROSS JOIN explode(array(1, 2))", "generator_join", "is joined with"),
+    ("SELECT * FROM range(1000) a JOIN range(1000) b ON a.id = b.id", "generator_join", "is joined with"),
+    ("WITH g AS (SELECT * FROM range(1000)) SELECT * FROM g a JOIN g b ON a.id = b.id", "generator_join",
+     "g is joined with g"),
+    ("SELECT * FROM (SELECT * FROM range(10)) a, (SELECT explode(array(1)) AS x) b", "generator_join",
+     "is joined with"),
+    ("SELECT * FROM system.access.audit, range(1000)", "generator_join",
+     "range(1000) is cross joined with system.access.audit"),
+    ("SELECT * FROM range(1000) r JOIN system.access.audit a ON true", "generator_join", "is cross joined with"),
+    ("SELECT explode(sequence(1, 100)) FROM system.access.audit", "generator_join", "is cross joined with"),
+]
+
+
+@pytest.mark.parametrize(("sql", "rule", "message"), GENERATOR_REFUSALS, ids=[s for s, _, _ in GENERATOR_REFUSALS])
+def test_guard_bounds_generators(sql: str, rule: str, message: str) -> None:
+    with pytest.raises(QueryRefused) as refused:
+        _guard(sql)
+    assert refused.value.rule == rule, refused.value.detail
+    assert message in refused.value.detail
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM range(1000000)",
+        "SELECT * FROM range(0, 2000000, 2)",
+        "SELECT id FROM range(10, 0, -1)",
+        "SELECT explode(sequence(1, 1000000))",
+        "SELECT * FROM explode(sequence(to_date('2026-01-01'), to_date('2026-12-31')))",
+        "SELECT posexplode(array('a', 'b'))",
+        "SELECT * FROM inline(array(struct(1, 'a'), struct(2, 'b')))",
+        "SELECT k FROM system.access.audit LATERAL VIEW explode(map_keys(request_params)) t AS k",
+        "SELECT explode(map_keys(request_params)) AS k FROM system.access.audit",
+        "SELECT k, v FROM system.access.audit LATERAL VIEW explode(request_params) p AS k, v "
+        "LATERAL VIEW posexplode(map_values(request_params)) q AS i, w",
+        "WITH a AS (SELECT * FROM system.access.audit) SELECT explode(map_keys(request_params)) FROM a",
+        "SELECT a.event_id, r.id FROM system.access.audit a JOIN range(1000) r ON r.id = a.response.status_code",
+        "SELECT * FROM range(10) UNION ALL SELECT * FROM range(10)",
+    ],
+)
+def test_guard_allows_bounded_generators(sql: str) -> None:
+    assert _guard(sql).duckdb_sql
+
+
+def test_generator_cap_is_a_setting() -> None:
+    sql = "SELECT * FROM range(5000)"
+    assert guard_query(sql, allowed_tables=TABLES.keys(), limit=10, row_cap=100, max_generator_rows=5000)
+    with pytest.raises(QueryRefused, match="at most 4,999 per generator"):
+        guard_query(sql, allowed_tables=TABLES.keys(), limit=10, row_cap=100, max_generator_rows=4999)
 
 
 # --- 2. legitimate analyst queries --------------------------------------------------------------------------

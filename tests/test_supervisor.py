@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from serve_process import serve
+from trace_burst import write_traces
 
-from insight_mcp.agents.core.mlflow_store import experiment_id, open_client
+from insight_mcp.agents.core.mlflow_store import open_client
 from insight_mcp.agents.settings import load_settings
 from insight_mcp.agents.supervision import state
 from insight_mcp.agents.supervision.config import AgentConfig
@@ -22,19 +23,8 @@ pytestmark = pytest.mark.e2e
 
 
 def _burst(tracking_uri: str, artifacts: Path, n: int, errors: int) -> None:
-    import mlflow
-
-    client = open_client(tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    experiment = experiment_id(client, "insight-narrative", artifacts / "insight-narrative")
-    now = time.time_ns()
-    for i in range(n):
-        span = mlflow.start_span_no_context("narrative.security_summary", experiment_id=experiment,
-                                            start_time_ns=now + i * 1_000_000,
-                                            tags={"insight.agent": "narrative",
-                                                  "insight.prompt": "insight.security_summary"})
-        span.end(status="ERROR" if i < errors else "OK", end_time_ns=now + i * 1_000_000 + 20_000_000)
-    mlflow.flush_trace_async_logging()
+    write_traces(tracking_uri, artifacts, n, errors,
+                 {"insight.agent": "narrative", "insight.prompt": "insight.security_summary"})
 
 
 def test_a_real_slip_trips_once_the_job_is_followed_across_a_restart_and_the_cooldown_holds(

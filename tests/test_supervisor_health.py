@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 from test_metrics import metric_samples
+from trace_burst import write_traces
 
-from insight_mcp.agents.core.mlflow_store import experiment_id, open_client
 from insight_mcp.agents.settings import Settings, load_settings
 from insight_mcp.agents.supervision import state
 from insight_mcp.agents.supervision.config import AgentConfig, OnDemandOptimization
@@ -24,23 +24,10 @@ from insight_mcp.supervisor.launcher import McpLauncher
 
 
 def _traces(settings: Settings, n: int, errors: int) -> None:
-    import mlflow
-
-    client = open_client(settings.tracking_uri)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    experiment = experiment_id(client, "insight-narrative", settings.mlflow_artifacts / "insight-narrative")
-    now = time.time_ns()
-    for i in range(n):
-        span = mlflow.start_span_no_context("narrative.security_summary", experiment_id=experiment,
-                                            start_time_ns=now + i * 1_000_000,
-                                            tags={"insight.prompt": "insight.security_summary"})
-        span.end(status="ERROR" if i < errors else "OK", end_time_ns=now + i * 1_000_000 + 200_000_000)
-    mlflow.flush_trace_async_logging()
-    # The export is asynchronous: wait until the store holds them, so the first check is bound to see them.
-    deadline = time.monotonic() + 120
-    while len(client.search_traces(locations=[experiment], max_results=n + 1)) < n:
-        assert time.monotonic() < deadline, "the traces never reached the store"
-        time.sleep(0.2)
+    """Traces at least as many as the supervisor reads, the first `errors` of them failed: written by another
+    process, as the agents being watched would."""
+    write_traces(settings.tracking_uri, settings.mlflow_artifacts, n, errors,
+                 {"insight.prompt": "insight.security_summary"})
 
 
 def _config(check_interval: float) -> OnDemandOptimization:

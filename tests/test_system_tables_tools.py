@@ -6,9 +6,12 @@ import ipaddress
 import statistics
 from pathlib import Path
 
+import anyio
 import pytest
 from workspace_fixture import BASE, audit_rows, query_rows
 
+from insight_mcp.agents.ingestion.backend import QueryResult, Statement
+from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
 from insight_mcp.agents.settings import Settings, load_settings
 from insight_mcp.clients.client import ToolAnswer, ToolCallError, connect_in_process
 from insight_mcp.servers.system_tables import build_system_tables_server
@@ -42,8 +45,8 @@ async def test_list_tables_counts_rows_and_time_ranges(client: OneShotClient) ->
 async def test_describe_table_gives_nested_types(client: OneShotClient) -> None:
     described = (await client.call("describe_table", {"table": "system.access.audit"})).structured
     columns = {c["name"]: c["type"] for c in described["columns"]}
-    assert columns["request_params"] == "MAP<STRING, STRING>"
-    assert columns["user_identity"].startswith("STRUCT<email")
+    assert columns["request_params"] == "map<string,string>"
+    assert columns["user_identity"].startswith("struct<email:string,")
     assert all(c["description"] for c in described["columns"])
 
 
@@ -187,3 +190,105 @@ async def test_cursor_pages_on_from_the_last_event_of_the_page(client: OneShotCl
     second = await client.call("audit_events", {"since": "2026-11-10", "until": "2026-11-12", "page_size": 2,
                                                 "cursor": first.structured["next_cursor"]})
     assert second.structured["events"][0]["event_time"] <= first.structured["events"][-1]["event_time"]
+
+
+async def test_run_query_reports_databricks_type_names_like_describe_table(client: OneShotClient) -> None:
+    """Types in an answer are spelled as describe_table spells them, so SQL written from one fits the other."""
+    answer = (await client.call("run_query", {"sql": "SELECT * FROM system.access.audit", "limit": 1})).structured
+    types = {c["name"]: c["type"] for c in answer["columns"]}
+    assert types["request_params"] == "map<string,string>"
+    assert types["user_identity"].startswith("struct<email:string,")
+    assert types["event_time"] == "timestamp" and types["event_id"] == "string"
+    described = (await client.call("describe_table", {"table": "system.access.audit"})).structured
+    assert types == {c["name"]: c["type"] for c in described["columns"]}
+    nested = "SELECT map_keys(request_params) AS k, response.status_code AS code FROM system.access.audit"
+    answer = (await client.call("run_query", {"sql": nested, "limit": 1})).structured
+    assert [c["type"] for c in answer["columns"]] == ["array<string>", "int"]
+
+
+async def test_run_query_refuses_a_cross_join_of_huge_generators_before_running_it(client: OneShotClient) -> None:
+    with pytest.raises(ToolCallError) as refused:
+        await client.call("run_query", {"sql": "SELECT * FROM range(1000000000) a, range(1000000000) b"})
+    assert "range(1000000000) would produce 1,000,000,000 rows; at most 1,000,000 per generator" in (
+        refused.value.message
+    )
+    assert "INSIGHT_QUERY__MAX_GENERATOR_ROWS" in refused.value.message
+    with pytest.raises(ToolCallError, match=r"range\(1000\) is joined with range\(1000\)"):
+        await client.call("run_query", {"sql": "SELECT * FROM range(1000) a CROSS JOIN range(1000) b"})
+    answer = (await client.call("run_query", {"sql": "SELECT count(*) AS n FROM range(1000000)"})).structured
+    assert answer["rows"] == [[1_000_000]]
+
+
+class CountingBackend(DuckDBSystemTables):
+    """The real backend, counting the statements inside it at once; `door`, when set, holds each one at the door."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.inside = 0
+        self.most = 0
+        self.entered = anyio.Event()
+        self.door: anyio.Event | None = None
+
+    async def execute(
+        self, statement: Statement, *, max_rows: int, max_chars: int, timeout_seconds: float
+    ) -> QueryResult:
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        self.entered.set()
+        try:
+            if self.door is not None:
+                await self.door.wait()
+            return await super().execute(
+                statement, max_rows=max_rows, max_chars=max_chars, timeout_seconds=timeout_seconds
+            )
+        finally:
+            self.inside -= 1
+
+
+SLOWISH = ("SELECT count(*) AS n FROM system.access.audit a JOIN system.access.audit b "
+           "ON a.event_id < b.event_id JOIN system.access.audit c ON b.event_id < c.event_id")
+
+
+async def test_one_client_runs_at_most_its_limit_of_statements_at_once(tmp_path: Path, fixture_workspace: Path) -> None:
+    settings = load_settings(home=tmp_path, workspace_file=fixture_workspace,
+                             query={"max_concurrent_per_client": 1})
+    backend = CountingBackend(fixture_workspace)
+    answers: list[int] = []
+    async with connect_in_process(build_system_tables_server(settings, backend)) as c:
+
+        async def ask() -> None:
+            answers.append((await c.call("run_query", {"sql": SLOWISH})).structured["rows"][0][0])
+
+        async with anyio.create_task_group() as group:
+            for _ in range(4):
+                group.start_soon(ask)
+    await backend.close()
+    assert answers == [answers[0]] * 4 and answers[0] > 0
+    assert backend.most == 1
+
+
+async def test_a_call_past_the_client_limit_is_refused_once_the_wait_is_over(
+    tmp_path: Path, fixture_workspace: Path
+) -> None:
+    """The first call holds the only slot until the second has given up: the second is refused, the first answers."""
+    settings = load_settings(home=tmp_path, workspace_file=fixture_workspace,
+                             query={"max_concurrent_per_client": 1, "timeout_seconds": 0.5})
+    backend = CountingBackend(fixture_workspace)
+    backend.door = anyio.Event()
+    first: list[int] = []
+    async with connect_in_process(build_system_tables_server(settings, backend)) as c:
+
+        async def hold() -> None:
+            first.append((await c.call("run_query", {"sql": "SELECT 7 AS n"})).structured["rows"][0][0])
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(hold)
+            await backend.entered.wait()
+            with pytest.raises(ToolCallError) as refused:
+                await c.call("run_query", {"sql": "SELECT 8 AS n"})
+            backend.door.set()
+    await backend.close()
+    assert "query refused by rule 'concurrency'" in refused.value.message
+    assert "already has 1 queries running" in refused.value.message
+    assert "INSIGHT_QUERY__MAX_CONCURRENT_PER_CLIENT" in refused.value.message
+    assert first == [7] and backend.most == 1

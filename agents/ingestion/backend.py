@@ -36,7 +36,7 @@ class Statement(BaseModel):
 
 class ColumnInfo(BaseModel):
     name: str
-    type: str
+    type: str = Field(description="The Databricks type name, e.g. string, bigint, map<string,string>, struct<a:int>.")
 
 
 class QueryResult(BaseModel):

@@ -25,7 +25,7 @@ from insight_mcp.agents.ingestion.backend import (
     json_value,
 )
 from insight_mcp.agents.ingestion.catalog import get_table
-from insight_mcp.agents.sql.dialect import to_duckdb
+from insight_mcp.agents.sql.dialect import databricks_type, to_duckdb
 
 # The engine layer of run_query's safety: no files, no URLs, no extensions, and settings nobody can change.
 LOCKED_CONFIG: dict[str, Any] = {
@@ -105,7 +105,7 @@ class DuckDBSystemTables:
                 self._running.discard(cursor)
             cursor.close()
         elapsed_ms = (time.perf_counter() - started) * 1000
-        columns = [ColumnInfo(name=d[0], type=str(d[1])) for d in description]
+        columns = [ColumnInfo(name=d[0], type=databricks_type(str(d[1]))) for d in description]
         truncated, reason = len(raw) > max_rows, None
         if truncated:
             raw, reason = raw[:max_rows], f"more than {max_rows} rows; only the first {max_rows} are returned"

@@ -12,6 +12,11 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from insight_mcp.agents.sql.dialect import CATALOG, compat_transforms, local_table_name
+from insight_mcp.agents.sql.generators import check_generators
+from insight_mcp.agents.sql.refused import ONLY_READS, QueryRefused
+
+__all__ = ["GuardedQuery", "QueryRefused", "check_functions", "check_generators", "check_shape", "check_tables",
+           "guard_query", "rename_catalog"]
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
@@ -47,18 +52,47 @@ _FORBIDDEN_FUNCTIONS = frozenset(
 )
 _FORBIDDEN_PREFIXES = ("duckdb_", "pragma_", "read_", "sqlite_", "postgres_", "mysql_", "pg_", "icu_", "parquet_")
 
+# Why a forbidden function is refused, by name or prefix; the first match wins.
+_FUNCTION_REASONS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("read_", "parquet_", "csv_scan", "json_scan", "glob", "iceberg_scan", "delta_scan", "sqlite_", "postgres_",
+      "mysql_", "range_files", "list_files", "cloud_files", "from_file", "url_decode_file", "input_file_"),
+     "it reads files or URLs"),
+    (("getenv", "current_setting", "which_secret", "secret", "try_secret", "session_user_secret",
+      "load_aws_credentials", "duckdb_", "pragma_", "icu_", "pg_"),
+     "it reads the environment, settings, secrets or engine internals"),
+    (("http_request", "ai_query", "ai_gen", "reflect", "java_method", "shell", "system", "exec", "eval", "dbutils"),
+     "it calls out of the query: a URL, a model, Java or a shell"),
+    (("query", "query_table", "sql_auto_complete"), "it runs other SQL"),
+    (("sleep", "sleep_ms", "benchmark", "repeat_row"), "it only spends time or multiplies rows"),
+)
+
+# What each statement kind does, by its first word: why it is refused, in the refusal.
+_STATEMENTS: dict[str, str] = {
+    "INSTALL": "installs an engine extension", "FORCE": "installs an engine extension",
+    "LOAD": "loads an engine extension", "ATTACH": "opens another database file", "DETACH": "closes a database",
+    "COPY": "reads or writes files", "EXPORT": "writes the database to files", "IMPORT": "reads a database from files",
+    "PRAGMA": "reads or changes engine settings", "SET": "changes a setting", "RESET": "changes a setting",
+    "CALL": "runs a table function or procedure", "CREATE": "creates objects", "DROP": "drops objects",
+    "ALTER": "changes a table", "INSERT": "writes rows", "UPDATE": "changes rows", "DELETE": "deletes rows",
+    "MERGE": "changes rows", "TRUNCATE": "deletes rows", "GRANT": "changes permissions",
+    "REVOKE": "changes permissions", "USE": "switches the current catalog or schema",
+    "BEGIN": "controls transactions", "START": "controls transactions", "COMMIT": "controls transactions",
+    "ROLLBACK": "controls transactions", "ABORT": "controls transactions", "CHECKPOINT": "writes the database file",
+    "VACUUM": "rewrites tables", "OPTIMIZE": "rewrites tables", "ANALYZE": "computes and stores statistics",
+    "CACHE": "manages the cache", "UNCACHE": "manages the cache", "CLEAR": "manages the cache",
+    "REFRESH": "manages the cache", "ADD": "adds files or jars to the session", "LIST": "lists files",
+    "SUMMARIZE": "profiles a table outside the query's checks", "DESCRIBE": "describes objects",
+    "DESC": "describes objects", "SHOW": "lists objects", "EXPLAIN": "shows query plans",
+    "DECLARE": "declares session variables", "EXECUTE": "runs other SQL", "PREPARE": "prepares other SQL",
+    "DEALLOCATE": "drops prepared SQL", "MSCK": "changes table metadata", "REPAIR": "changes table metadata",
+    "COMMENT": "changes table metadata", "UNLOAD": "writes files",
+}
+_SECOND_WORDS = frozenset({"DATABASE", "TABLE", "VIEW", "FUNCTION", "MACRO", "SECRET", "SCHEMA", "INTO", "OVERWRITE",
+                           "IMMEDIATE", "JAR", "FILE", "VARIABLE", "TEMP", "TEMPORARY", "INSTALL", "EXTENSIONS"})
+
 # Table-valued functions that only expand values already in the row; they cannot reach files.
 _SAFE_TABLE_FUNCTIONS = frozenset({"unnest", "explode", "explode_outer", "posexplode", "posexplode_outer", "inline",
                                    "inline_outer", "range", "generate_series", "sequence"})
-
-
-class QueryRefused(ValueError):
-    """A statement the guard will not run; `rule` names the check that refused it."""
-
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(f"query refused by rule '{rule}': {message}")
-        self.rule = rule
-        self.detail = message
 
 
 class GuardedQuery(BaseModel):
@@ -78,7 +112,15 @@ def _function_name(node: exp.Expression) -> str:
     return ""
 
 
+def _function_reason(name: str) -> str:
+    for names, reason in _FUNCTION_REASONS:
+        if name in names or name.startswith(tuple(n for n in names if n.endswith("_"))):
+            return reason
+    return "it reaches outside the system tables"
+
+
 def check_functions(tree: exp.Expression) -> None:
+    """Refuse functions that read files, URLs, settings or the environment, call out, or run other SQL."""
     for node in tree.find_all(exp.Func):
         name = _function_name(node)
         names = {name, type(node).__name__.lower()}
@@ -86,7 +128,7 @@ def check_functions(tree: exp.Expression) -> None:
             if candidate in _FORBIDDEN_FUNCTIONS or candidate.startswith(_FORBIDDEN_PREFIXES):
                 raise QueryRefused(
                     "forbidden_function",
-                    f"function {candidate}() reads files, URLs, settings or engine internals and is not allowed",
+                    f"{candidate}() is not allowed: {_function_reason(candidate)}; {ONLY_READS}",
                 )
 
 
@@ -111,6 +153,7 @@ def _visible_ctes(table: exp.Table) -> set[str]:
 
 
 def check_tables(tree: exp.Expression, allowed: set[str]) -> list[str]:
+    """Refuse any table outside the allowlist, paths posing as tables, and table functions that are not generators."""
     seen: list[str] = []
     for table in tree.find_all(exp.Table):
         target = table.this
@@ -118,7 +161,11 @@ def check_tables(tree: exp.Expression, allowed: set[str]) -> list[str]:
             name = _function_name(target)
             if name in _SAFE_TABLE_FUNCTIONS:
                 continue
-            raise QueryRefused("table_function", f"table function {name or 'call'}() is not allowed in FROM")
+            raise QueryRefused(
+                "table_function",
+                f"table function {name or 'call'}() is not allowed in FROM: only the system.* tables and the "
+                "generators range, sequence, explode, posexplode, inline and unnest may be read",
+            )
         if isinstance(target, exp.Literal) or (isinstance(target, exp.Identifier) and "/" in target.name):
             raise QueryRefused("path_as_table", "file paths and strings cannot be used as tables")
         if not isinstance(target, exp.Identifier):
@@ -157,34 +204,63 @@ def _apply_limit(tree: exp.Expression, requested: int, cap: int) -> tuple[exp.Ex
     return tree.limit(wanted + 1, copy=True), wanted
 
 
+def _hint(kind: str) -> str:
+    return " (use list_tables or describe_table)" if kind in {"DESCRIBE", "DESC", "SHOW"} else ""
+
+
+def refuse_statement_kind(sql: str) -> None:
+    """Name the statement from its first words, before parsing: sqlglot reads `INSTALL x` as an alias."""
+    try:
+        tokens = sqlglot.Dialect.get_or_raise("databricks").tokenize(sql)
+    except (TokenError, ParseError):
+        return  # the parser says what is wrong
+    if not tokens:
+        return
+    first = tokens[0].text.upper()
+    if first not in _STATEMENTS:
+        return
+    second = tokens[1].text.upper() if len(tokens) > 1 else ""
+    label = f"{first} {second}" if second in _SECOND_WORDS else first
+    raise QueryRefused("read_only", f"{label} is not allowed: it {_STATEMENTS[first]}{_hint(first)}; {ONLY_READS}")
+
+
 def check_shape(statements: Iterable[exp.Expression | None]) -> exp.Expression:
+    """Exactly one SELECT (or set operation of SELECTs) with nothing that writes or switches context inside."""
     parsed = [s for s in statements if s is not None]
     if len(parsed) != 1:
         raise QueryRefused("single_statement", f"send exactly one statement; got {len(parsed)}")
     tree = parsed[0]
     if not isinstance(tree, (exp.Select, exp.SetOperation)):
-        kind = type(tree).__name__.upper()
-        hint = " (use list_tables or describe_table)" if kind in {"DESCRIBE", "SHOW"} else ""
-        raise QueryRefused("read_only", f"only SELECT or WITH ... SELECT is allowed, not {kind}{hint}")
+        kind = str(tree.this).split()[0].upper() if isinstance(tree, exp.Command) else type(tree).__name__.upper()
+        if kind in _STATEMENTS:
+            raise QueryRefused("read_only", f"{kind} is not allowed: it {_STATEMENTS[kind]}{_hint(kind)}; {ONLY_READS}")
+        raise QueryRefused("read_only", f"{kind} is not a SELECT{_hint(kind)}; {ONLY_READS}")
     for node in tree.walk():
         if isinstance(node, _FORBIDDEN_NODES):
-            raise QueryRefused("read_only", f"{type(node).__name__.upper()} is not allowed inside a query")
+            kind = type(node).__name__.upper()
+            raise QueryRefused("read_only", f"{kind} is not allowed inside a query; {ONLY_READS}")
     return tree
 
 
-def guard_query(sql: str, *, allowed_tables: Iterable[str], limit: int, row_cap: int) -> GuardedQuery:
+def guard_query(
+    sql: str, *, allowed_tables: Iterable[str], limit: int, row_cap: int, max_generator_rows: int = 1_000_000
+) -> GuardedQuery:
     """Parse Databricks SQL, refuse anything but a capped read of allowlisted tables, and transpile it."""
-    return _guard_cached(sql, frozenset(t.lower() for t in allowed_tables), limit, row_cap).model_copy()
+    allowed = frozenset(t.lower() for t in allowed_tables)
+    return _guard_cached(sql, allowed, limit, row_cap, max_generator_rows).model_copy()
 
 
 @functools.lru_cache(maxsize=512)
-def _guard_cached(sql: str, allowed_tables: frozenset[str], limit: int, row_cap: int) -> GuardedQuery:
+def _guard_cached(
+    sql: str, allowed_tables: frozenset[str], limit: int, row_cap: int, max_generator_rows: int
+) -> GuardedQuery:
     """A pure function of its arguments, so agents that repeat a question skip the parse (refusals are not cached)."""
     if not sql or not sql.strip():
         raise QueryRefused("parse", "the query is empty")
     if "\x00" in sql:
         raise QueryRefused("parse", "the query contains a NUL byte")
     allowed = {t.lower() for t in allowed_tables}
+    refuse_statement_kind(sql)
     try:
         statements = sqlglot.parse(sql, read="databricks")
     except (ParseError, TokenError) as exc:
@@ -192,6 +268,7 @@ def _guard_cached(sql: str, allowed_tables: frozenset[str], limit: int, row_cap:
     tree = check_shape(statements)
     check_functions(tree)
     tables = check_tables(tree, allowed)
+    check_generators(tree, max_rows=max_generator_rows)
     limited, wanted = _apply_limit(tree, limit, row_cap)
     duck_tree = compat_transforms(rename_catalog(limited))
     duck_sql = duck_tree.sql("duckdb")
