@@ -21,6 +21,7 @@ from insight_mcp.clients.analyze_cli import analyze_command
 from insight_mcp.clients.cli_common import JsonOpt, err, fail, out, print_json, settings_of
 from insight_mcp.clients.evaluate_cli import evaluate_app
 from insight_mcp.clients.optimize_cli import optimize_command
+from insight_mcp.clients.rules_cli import rules_app
 from insight_mcp.clients.schedule_cli import schedule_command
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ app.add_typer(config_app, name="config")
 app.command("analyze")(analyze_command)
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(rules_app, name="rules")
 app.command("optimize")(optimize_command)
 app.command("schedule")(schedule_command)
 

@@ -203,9 +203,9 @@ class SecurityClient(ServerClient):
 
     server = "security"
 
-    async def list_detections(self, *, category: str | None = None) -> RuleList:
-        """The rules run_detections can run, to pick rule ids or categories."""
-        return await self._call("list_detections", RuleList, category=category)
+    async def list_detections(self, *, category: str | None = None, include_sql: bool | None = None) -> RuleList:
+        """The rules run_detections can run, to pick rule ids or categories; with include_sql, their portable SQL."""
+        return await self._call("list_detections", RuleList, category=category, include_sql=include_sql)
 
     async def run_detections(
         self, *, since: str | None = None, until: str | None = None, categories: list[str] | None = None,

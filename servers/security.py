@@ -3,6 +3,7 @@
 import time
 from typing import Annotated, Any, Literal
 
+import anyio
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_types import CallToolResult
 from pydantic import Field
@@ -12,11 +13,11 @@ from insight_mcp.agents.ingestion.backend import SystemTables
 from insight_mcp.agents.ingestion.explore import InvalidArgument
 from insight_mcp.agents.narrative.briefing import FindingsSummary
 from insight_mcp.agents.reporting.render import latest_report
-from insight_mcp.agents.security.answers import DetectionResult, RuleInfo, RuleList
+from insight_mcp.agents.security.answers import DetectionResult, RuleList
 from insight_mcp.agents.security.engine import DetectionRun
+from insight_mcp.agents.security.export import rule_catalog
 from insight_mcp.agents.security.model import Finding
 from insight_mcp.agents.security.risk import PrincipalRisk, TopRisks, principal_risk, top_risks
-from insight_mcp.agents.security.rules import configured_rules
 from insight_mcp.agents.security.service import SecurityAgent
 from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.version import VERSION
@@ -43,28 +44,26 @@ def build_security_server(settings: Settings, backend: SystemTables) -> InsightS
     server = InsightServer(NAME, version=VERSION, instructions=INSTRUCTIONS, open_world=False,
                            read_only=settings.read_only)
 
-    def catalog(category: str | None = None) -> RuleList:
-        config = settings.detections
-        rules = [
-            RuleInfo(id=r.id, title=r.title, category=r.category, severity=r.severity, mitre=r.mitre,
-                     threat_model=r.threat_model, tables=r.tables,
-                     parameters={k: config.parameters.get(r.id, {}).get(k, p.default if p.from_file is None
-                                                                         else f"<list from {p.from_file}>")
-                                 for k, p in r.parameters.items()},
-                     description=r.description.strip())
-            for r, _ in configured_rules(config.rules_dir, config.disabled_rules)
-            if not category or r.category == category
-        ]
-        return RuleList(rules=sorted(rules, key=lambda r: (r.category, r.id)))
+    def catalog(category: str | None = None, include_sql: bool = False) -> RuleList:
+        return rule_catalog(settings, category=category, include_sql=include_sql)
 
     @server.declare("list_detections", title="List detection rules", example={"category": "data_exfiltration"})
     async def list_detections(
         category: Annotated[str | None, Field(description="Only rules of this category.")] = None,
+        include_sql: Annotated[bool, Field(
+            description="Also return each rule's portable Databricks SQL (parameters bound, shared rollups "
+                        "inlined), ready to schedule on a SQL warehouse.")] = False,
     ) -> Annotated[CallToolResult, RuleList]:
         """List the detection rules that run_detections can run: id, category, severity, MITRE techniques, tables
         and tunable parameters. Use it to pick rule_ids or categories, or to explain what a finding's rule checks.
+        With include_sql each rule also carries the exact query it runs, as Databricks SQL a user can run or
+        schedule themselves; only :since, :until and :baseline_start are left to set.
         """
-        return respond(catalog(category), source="the rule catalog")
+        if include_sql:  # compiling every rule takes a moment: off the event loop
+            found = await anyio.to_thread.run_sync(lambda: catalog(category, True))
+        else:
+            found = catalog(category)
+        return respond(found, source="the rule catalog")
 
     @server.declare(
         "run_detections", title="Run detections",

@@ -1,6 +1,6 @@
 """The security server's answer models: here, light to import, so the server and the typed client share them."""
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from insight_mcp.agents.core.timestamps import UtcDateTime
 from insight_mcp.agents.security.engine import RuleStat
@@ -17,6 +17,10 @@ class RuleInfo(BaseModel):
     tables: list[str]
     parameters: dict[str, object]
     description: str
+    sql: str | None = Field(
+        None, description="The rule's portable Databricks SQL: parameters bound, shared rollups inlined as CTEs, "
+                          "only :since, :until and :baseline_start left to set. Only with include_sql.",
+    )
 
 
 class RuleList(BaseModel):

@@ -288,6 +288,23 @@ def called_functions(duckdb_sql: str) -> set[str]:
     return {node.name.lower() for node in tree.find_all(exp.Anonymous)}
 
 
+def parameter_values(
+    rule: Rule, source: str, *, folder: Path = Path("."), overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What each rule parameter binds to: the configured override, else the default or its file expanded."""
+    try:
+        values: dict[str, Any] = {
+            name: resolve_parameter(p, folder, source) for name, p in rule.parameters.items()
+        }
+    except ValueError as exc:
+        raise RuleCompileError(str(exc)) from None
+    for name, value in (overrides or {}).items():
+        if name not in values:
+            raise RuleCompileError(f"{source}: config overrides unknown parameter {name!r}")
+        values[name] = value
+    return values
+
+
 def compile_rule(
     rule: Rule,
     source: str,
@@ -306,16 +323,7 @@ def compile_rule(
     read = rollups_read(own, available)
     tree = inject_rollups(own, {name: available[name].tree for name in read})
     referenced = _guard(tree, source, allowed_tables, rule.tables)
-    try:
-        values: dict[str, Any] = {
-            name: resolve_parameter(p, folder, source) for name, p in rule.parameters.items()
-        }
-    except ValueError as exc:
-        raise RuleCompileError(str(exc)) from None
-    for name, value in (overrides or {}).items():
-        if name not in values:
-            raise RuleCompileError(f"{source}: config overrides unknown parameter {name!r}")
-        values[name] = value
+    values = parameter_values(rule, source, folder=folder, overrides=overrides)
     try:
         _lint_portability(tree)
         bound = bind_parameters(tree, values)
