@@ -229,21 +229,22 @@ class Settings(BaseSettings):
         """Where `analyze` writes reports unless told otherwise."""
         return self.reports.out_dir or self.home / "reports"
 
+    def _home_file(self, explicit: Path | None, name: str) -> Path | None:
+        """The file a setting names, else `name` in INSIGHT_HOME if it exists, else None (the seed's values)."""
+        if explicit is not None:
+            return explicit
+        found = self.home / name
+        return found if found.is_file() else None
+
     @property
     def agent_config_path(self) -> Path | None:
         """The supervisor's configuration file, if there is one."""
-        if self.agent_config is not None:
-            return self.agent_config
-        found = self.home / "agent_config.yaml"
-        return found if found.is_file() else None
+        return self._home_file(self.agent_config, "agent_config.yaml")
 
     @property
     def optimization_config_path(self) -> Path | None:
         """The scheduled optimization's configuration file, if there is one."""
-        if self.optimization_config is not None:
-            return self.optimization_config
-        found = self.home / "optimization_config.yaml"
-        return found if found.is_file() else None
+        return self._home_file(self.optimization_config, "optimization_config.yaml")
 
     @property
     def tracking_uri(self) -> str:

@@ -23,6 +23,7 @@ from insight_mcp.clients.evaluate_cli import evaluate_app
 from insight_mcp.clients.optimize_cli import optimize_command
 from insight_mcp.clients.rules_cli import rules_app
 from insight_mcp.clients.schedule_cli import schedule_command
+from insight_mcp.supervisor.command import supervise_command
 
 app = typer.Typer(
     name="insight-mcp", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -40,22 +41,7 @@ app.command("optimize")(optimize_command)
 app.command("schedule")(schedule_command)
 
 
-@app.command("supervise", context_settings={"allow_extra_args": False})
-def supervise(
-    ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option("--config", help="agent_config.yaml (the seed's format).")] = None,
-    once: Annotated[bool, typer.Option("--once", help="One check, then exit (for cron).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    host: Annotated[str, typer.Option("--host", help="Bind address of the supervisor's own /health and /metrics; "
-                                                     "beyond loopback it needs INSIGHT_API_TOKEN.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port of the supervisor's /health and "
-                                                                       "/metrics; 0 turns the endpoint off. "
-                                                                       "Not started with --once.")] = 9001,
-) -> None:
-    """Watch the monitored agents' traces in MLflow and call the optimization server when one really slips."""
-    from insight_mcp.supervisor.command import supervise_command
-
-    supervise_command(ctx, config=config, once=once, as_json=as_json, host=host, port=port)
+app.command("supervise")(supervise_command)
 
 
 @app.callback()

@@ -71,3 +71,14 @@ def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     open_client(f"sqlite:///{path}")
     return path
+
+
+@pytest.fixture
+def store_home(tmp_path: Path, migrated_store: Path) -> Path:
+    """This test's INSIGHT_HOME, holding a copy of the migrated MLflow store (for servers and daemons it starts)."""
+    import shutil
+
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(migrated_store, home / "mlflow.db")
+    return home

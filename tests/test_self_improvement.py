@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -103,11 +102,9 @@ async def _summaries(base: str, windows: list[str | None]) -> list[dict[str, Any
 
 
 def test_a_slipping_agent_is_optimized_promoted_and_served_once_across_a_supervisor_kill(
-    tmp_path: Path, fixture_workspace: Path, migrated_store: Path
+    store_home: Path, fixture_workspace: Path
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(migrated_store, home / "mlflow.db")
+    home = store_home
     settings = load_settings(home=home, workspace_file=fixture_workspace)
     champion = make_worse_production(settings)  # a vague production prompt
     store = StateStore(settings.state_path)

@@ -4,7 +4,6 @@ to follow the supervisor's own decisions; the optimization itself is tested in t
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -28,11 +27,9 @@ def _burst(tracking_uri: str, artifacts: Path, n: int, errors: int) -> None:
 
 
 def test_a_real_slip_trips_once_the_job_is_followed_across_a_restart_and_the_cooldown_holds(
-    tmp_path: Path, fixture_workspace: Path, migrated_store: Path
+    store_home: Path, fixture_workspace: Path
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(migrated_store, home / "mlflow.db")
+    home = store_home
     settings = load_settings(home=home, workspace_file=fixture_workspace)
     served = serve(fixture_workspace, home, INSIGHT_TRACING__ENABLED="false")
     try:

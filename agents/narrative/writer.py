@@ -178,7 +178,8 @@ async def _write(report: Report, settings: Settings, lm: Any, summary_only: bool
 
     parent_trace_id = _active_trace_id()
     tracer = _Tracer(settings, report.report_id, parent_trace_id)
-    prompts = await _load_prompts(settings, tracer)
+    names = (SECURITY_SUMMARY,) if summary_only else (SECURITY_SUMMARY, FINDING_EXPLANATION, NETWORK_NARRATIVE)
+    prompts = await _load_prompts(settings, tracer, names)
     failed_prompts: dict[str, list[str]] = {}
     for prompt in prompts.values():
         if prompt.error:
@@ -187,7 +188,7 @@ async def _write(report: Report, settings: Settings, lm: Any, summary_only: bool
         errors.append(redact(f"{', '.join(names)}: {reason}; used the built-in "
                              f"{'prompt' if len(names) == 1 else 'prompts'}", settings))
 
-    parts = _parts(report, prompts)[:1] if summary_only else _parts(report, prompts)
+    parts = _parts(report, prompts, summary_only=summary_only)
     breaker = _Breaker()
     limiter = anyio.CapacityLimiter(MAX_CONCURRENT_CALLS)
     outcomes: list[_Outcome] = [_Outcome(p.fallback, False) for p in parts]
@@ -247,9 +248,8 @@ def _active_trace_id() -> str | None:
         return None
 
 
-async def _load_prompts(settings: Settings, tracer: _Tracer) -> dict[str, LoadedPrompt]:
-    """The three prompts from the registry (and the tracer's connection), bounded in time; defaults otherwise."""
-    names = (SECURITY_SUMMARY, FINDING_EXPLANATION, NETWORK_NARRATIVE)
+async def _load_prompts(settings: Settings, tracer: _Tracer, names: tuple[str, ...]) -> dict[str, LoadedPrompt]:
+    """The prompts from the registry (and the tracer's connection), bounded in time; defaults otherwise."""
 
     def load() -> dict[str, LoadedPrompt]:
         loaded = {name: load_prompt(settings, name) for name in names}
@@ -263,7 +263,7 @@ async def _load_prompts(settings: Settings, tracer: _Tracer) -> dict[str, Loaded
     return {name: builtin_prompt(name, reason) for name in names}
 
 
-def _parts(report: Report, prompts: dict[str, LoadedPrompt]) -> list[_Part]:
+def _parts(report: Report, prompts: dict[str, LoadedPrompt], *, summary_only: bool = False) -> list[_Part]:
     summary_data = facts.untrusted(facts.summary_facts(report))
 
     def check_summary(prediction: Any) -> tuple[str, str | None]:
@@ -272,6 +272,8 @@ def _parts(report: Report, prompts: dict[str, LoadedPrompt]) -> list[_Part]:
         return text, validate.check_summary(text, cited, report, summary_data)
 
     parts = [_Part(SUMMARY_LABEL, prompts[SECURITY_SUMMARY], summary_data, executive_summary(report), check_summary)]
+    if summary_only:
+        return parts
     for finding in explained(report.findings):
         data = facts.untrusted(facts.finding_facts(finding))
 
