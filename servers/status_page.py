@@ -26,12 +26,12 @@ import anyio
 import jinja2
 import structlog
 from markupsafe import Markup
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from insight_mcp.agents.core.jobs import JobRecord
+from insight_mcp.agents.core.jobs import JobRecord, stored_jobs
 from insight_mcp.agents.core.state import StateStore
 from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.supervision import state
@@ -315,23 +315,6 @@ def _agent_status(name: str, agent: MonitoredAgent | None, current: state.AgentS
     return status
 
 
-def _job_rows(store: StateStore, kinds: tuple[str, ...], limit: int) -> list[JobRecord]:
-    marks = ", ".join("?" for _ in kinds)
-    with store.transaction() as conn:
-        rows = conn.execute(f"SELECT * FROM jobs WHERE kind IN ({marks}) ORDER BY created_at DESC LIMIT ?",
-                            (*kinds, limit)).fetchall()
-    found = []
-    for row in rows:
-        data = {k: row[k] for k in row.keys() if k not in ("owner", "instance")}
-        try:
-            data["params"] = json.loads(data["params"])
-            data["result"] = json.loads(data["result"]) if data["result"] is not None else None
-            found.append(JobRecord.model_validate(data))
-        except (ValueError, ValidationError) as exc:
-            log.warning("status_job_unreadable", job=str(row["id"])[:40], error=type(exc).__name__)
-    return found
-
-
 def _job_view(record: JobRecord) -> JobView:
     result = record.result if isinstance(record.result, dict) else {}
     params = record.params if isinstance(record.params, dict) else {}
@@ -445,7 +428,7 @@ def _read_store(page: StatusPage, settings: Settings, agents: dict[str, Monitore
     page.interventions = [InterventionView(agent=i.agent, at=_utc(i.at) or page.generated_at, trigger=i.trigger,
                                            reasons=i.reasons, job_id=i.job_id, outcome=i.outcome)
                           for i in state.interventions(store, INTERVENTION_LIMIT)]
-    records = _job_rows(store, (OPTIMIZATION_KIND, *EVALUATION_KINDS), JOB_LIMIT)
+    records = stored_jobs(store, kinds=(OPTIMIZATION_KIND, *EVALUATION_KINDS), limit=JOB_LIMIT)
     optimization = experiment_ids.get("insight-optimization")
     for record in records:
         job = _job_view(record)

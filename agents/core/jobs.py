@@ -22,7 +22,7 @@ from typing import Any, Literal
 import anyio
 import structlog
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from insight_mcp.agents.core.state import StateStore
 from insight_mcp.agents.core.timestamps import UtcDateTime
@@ -273,6 +273,27 @@ class JobRunner:
         if status == "succeeded":
             fields |= {"progress": 1.0, "result": json.dumps(result, default=str)}
         self._update(job_id, **fields)
+
+
+def stored_jobs(store: StateStore, *, kinds: tuple[str, ...] = (), ids: tuple[str, ...] = (),
+                limit: int = 50) -> list[JobRecord]:
+    """Jobs of every caller, newest first, by kind or id: for the operator's views (status page, supervision),
+    never for a caller's own tools. A row that cannot be read is logged and left out."""
+    where, args = [], []
+    for column, values in (("kind", kinds), ("id", ids)):
+        if values:
+            where.append(f"{column} IN ({', '.join('?' for _ in values)})")
+            args += list(values)
+    sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+    with store.transaction() as conn:
+        rows = conn.execute(sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
+    found = []
+    for row in rows:
+        try:
+            found.append(_record(row))
+        except (ValueError, ValidationError) as exc:
+            log.warning("job_unreadable", job=str(row["id"])[:40], error=type(exc).__name__)
+    return found
 
 
 def _record(row: Any) -> JobRecord:

@@ -6,7 +6,6 @@ intervention is logged to MLflow (`insight-supervisor`) and to the state store t
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -14,6 +13,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, Field
 
+from insight_mcp.agents.core.jobs import stored_jobs
 from insight_mcp.agents.core.mlflow_store import experiment_id, failure, open_client
 from insight_mcp.agents.core.state import StateStore
 from insight_mcp.agents.core.timestamps import UtcDateTime
@@ -164,11 +164,10 @@ def settle(settings: Settings, store: StateStore, agent: MonitoredAgent) -> None
     current = state.load(store, agent.name)
     if not current.inflight_job or current.claim_id is not None:
         return
-    with store.transaction() as conn:
-        row = conn.execute("SELECT status, result, error FROM jobs WHERE id = ?", (current.inflight_job,)).fetchone()
-    if row is None or row["status"] not in ("succeeded", "failed", "cancelled"):
+    found = stored_jobs(store, ids=(current.inflight_job,), limit=1)
+    if not found or not found[0].finished:
         return
-    result = json.loads(row["result"]) if row["result"] else None
+    job = found[0]
     state.release(store, agent.name, keep_cooldown=True,
-                  outcome={"job": current.inflight_job, "status": row["status"], "error": row["error"]})
-    log_outcome(settings, store, agent, current.inflight_job, row["status"], result, why=trip_of(current))
+                  outcome={"job": job.id, "status": job.status, "error": job.error})
+    log_outcome(settings, store, agent, job.id, job.status, job.result, why=trip_of(current))
