@@ -29,6 +29,17 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def tag_pairs(pairs: list[str] | None, option: str) -> dict[str, str]:
+    """KEY=VALUE options as a tag filter; a malformed one fails with how to write it."""
+    tags: dict[str, str] = {}
+    for pair in pairs or []:
+        key, equals, value = pair.partition("=")
+        if not equals or not key.strip():
+            fail(f"{option} {pair[:80]!r}: write it as KEY=VALUE, e.g. {option} app=support-bot")
+        tags[key.strip()] = value
+    return tags
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
 

@@ -12,7 +12,16 @@ import typer
 from rich.table import Table
 
 from insight_mcp.agents.settings import Settings
-from insight_mcp.clients.cli_common import JsonOpt, fail, out, print_json, progress, quiet_mlflow, settings_of
+from insight_mcp.clients.cli_common import (
+    JsonOpt,
+    fail,
+    out,
+    print_json,
+    progress,
+    quiet_mlflow,
+    settings_of,
+    tag_pairs,
+)
 
 evaluate_app = typer.Typer(no_args_is_help=True, help="Measure the suite: insights, prompts, datasets, detections.")
 T = TypeVar("T")
@@ -176,6 +185,10 @@ def curate_command(
     min_rating: Annotated[int | None, typer.Option(min=1, max=5, help="Only traces rated at least this.")] = None,
     max_rating: Annotated[int | None, typer.Option(min=1, max=5, help="Only traces rated at most this.")] = None,
     rated: Annotated[bool, typer.Option("--rated", help="Only traces someone rated.")] = False,
+    experiment: Annotated[str | None, typer.Option(help="Read this MLflow experiment (your own agent's) instead of "
+                                                        "the suite's.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE: a trace tag that must match (repeatable).")]
+    = None,
     size: Annotated[int, typer.Option(min=1, max=10_000, help="Most cases to sample.")] = 200,
     seed: Annotated[int, typer.Option(help="Same traces, size and seed: same sample.")] = 7,
     as_json: JsonOpt = False,
@@ -185,7 +198,8 @@ def curate_command(
 
     settings = settings_of(ctx)
     trace_filter = TraceFilter(agent=agent, tool=tool, prompt=prompt, since=since, until=until, status=status.value,
-                               min_rating=min_rating, max_rating=max_rating, rated=rated)
+                               min_rating=min_rating, max_rating=max_rating, rated=rated, experiment=experiment,
+                               tags=tag_pairs(tag, "--tag"))
 
     async def work(_: Any) -> Any:
         return await anyio.to_thread.run_sync(lambda: curate_dataset(

@@ -10,7 +10,16 @@ import anyio
 import typer
 from rich.table import Table
 
-from insight_mcp.clients.cli_common import JsonOpt, fail, out, print_json, progress, quiet_mlflow, settings_of
+from insight_mcp.clients.cli_common import (
+    JsonOpt,
+    fail,
+    out,
+    print_json,
+    progress,
+    quiet_mlflow,
+    settings_of,
+    tag_pairs,
+)
 from insight_mcp.clients.evaluate_cli import ScorerOpt
 from insight_mcp.clients.schedule_cli import ConfigOpt, scheduled_once
 
@@ -40,8 +49,9 @@ class PromotionOpt(enum.StrEnum):
 
 
 # The options of a single run: --scheduled reads all of them from its configuration file instead.
-_SINGLE_RUN = ("prompt", "framework", "optimizer", "dataset", "since", "scorer", "max_lm_calls", "max_minutes",
-               "min_traces", "evaluation_threshold", "held_out_fraction", "significance", "alpha", "promotion")
+_SINGLE_RUN = ("prompt", "framework", "optimizer", "dataset", "since", "experiment", "trace_tag", "scorer",
+               "max_lm_calls", "max_minutes", "min_traces", "evaluation_threshold", "held_out_fraction",
+               "significance", "alpha", "promotion")
 
 
 def _fmt(value: float | None) -> str:
@@ -50,7 +60,8 @@ def _fmt(value: float | None) -> str:
 
 def optimize_command(
     ctx: typer.Context,
-    prompt: Annotated[str | None, typer.Option(help="The prompt to improve, e.g. insight.security_summary.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="The prompt to improve, e.g. insight.security_summary, or your "
+                                                    "own agent's registered prompt.")] = None,
     framework: Annotated[FrameworkOpt, typer.Option(help="dspy, textgrad or mlflow.")] = FrameworkOpt.dspy,
     optimizer: Annotated[OptimizerOpt | None, typer.Option(help="dspy: gepa (default), bootstrap_few_shot, "
                                                                 "miprov2; textgrad: tgd; mlflow: metaprompt "
@@ -59,8 +70,13 @@ def optimize_command(
     = None,
     since: Annotated[str | None, typer.Option(help="Or learn from the prompt's traces since this ISO time (UTC).")]
     = None,
+    experiment: Annotated[str | None, typer.Option(help="With --since, for your own agent's prompt: the MLflow "
+                                                       "experiment its traces are in.")] = None,
+    trace_tag: Annotated[list[str] | None, typer.Option(help="With --since: KEY=VALUE, a trace tag selecting the "
+                                                             "agent's traces (repeatable).")] = None,
     scorer: Annotated[list[ScorerOpt] | None, typer.Option(help="A scorer (repeatable); default validity and "
-                                                               "completeness.")] = None,
+                                                               "completeness for ours, validity and "
+                                                               "expected_response for your own prompt.")] = None,
     max_lm_calls: Annotated[int, typer.Option(min=4, max=100_000, help="Most LM calls in all.")] = 300,
     max_minutes: Annotated[float, typer.Option(min=0.01, max=1440, help="Longest search.")] = 15.0,
     min_traces: Annotated[int, typer.Option(min=1, help="Fewer usable cases: nothing is optimized.")] = 20,
@@ -105,6 +121,7 @@ def optimize_command(
               "promotion": promotion.value}
     if scorer:
         fields["scorers"] = [s.value for s in scorer]
+    fields |= {"experiment": experiment, "trace_tags": tag_pairs(trace_tag, "--trace-tag")}
     try:
         request = OptimizationRequest(**fields)
     except ValidationError as exc:

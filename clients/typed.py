@@ -307,12 +307,14 @@ class EvaluationClient(JobServerClient):
         self, *, name: str | None = None, agent: str | None = None, tool: str | None = None,
         prompt: str | None = None, since: str | None = None, until: str | None = None,
         status: Literal["any", "ok", "error"] | None = None, min_rating: int | None = None,
-        max_rating: int | None = None, rated: bool | None = None, size: int | None = None, seed: int | None = None,
+        max_rating: int | None = None, rated: bool | None = None, experiment: str | None = None,
+        tags: dict[str, str] | None = None, size: int | None = None, seed: int | None = None,
     ) -> Started:
         """Start sampling served calls' traces into an evaluation dataset (a job)."""
         return await self._call("curate_dataset", Started, name=name, agent=agent, tool=tool, prompt=prompt,
                                 since=since, until=until, status=status, min_rating=min_rating,
-                                max_rating=max_rating, rated=rated, size=size, seed=seed)
+                                max_rating=max_rating, rated=rated, experiment=experiment, tags=tags, size=size,
+                                seed=seed)
 
     async def get_evaluation_job(self, job_id: str) -> JobRecord:
         """One job's status, progress, and result or error."""
@@ -352,14 +354,16 @@ class OptimizationClient(JobServerClient):
 
     async def optimize_prompt(
         self, prompt: str, *, framework: Framework | None = None, optimizer: OptimizerName | None = None,
-        dataset: str | None = None, since: str | None = None, scorers: list[ScorerName] | None = None,
+        dataset: str | None = None, since: str | None = None, experiment: str | None = None,
+        trace_tags: dict[str, str] | None = None, scorers: list[ScorerName] | None = None,
         max_lm_calls: int | None = None, max_minutes: float | None = None, min_traces: int | None = None,
         evaluation_threshold: float | None = None, held_out_fraction: float | None = None,
         significance: Significance | None = None, alpha: float | None = None, promotion: Promotion | None = None,
     ) -> Started:
         """Start improving a prompt, compared with production on held-out cases before any promotion (a job)."""
         return await self._call("optimize_prompt", Started, prompt=prompt, framework=framework, optimizer=optimizer,
-                                dataset=dataset, since=since, scorers=scorers, max_lm_calls=max_lm_calls,
+                                dataset=dataset, since=since, experiment=experiment, trace_tags=trace_tags,
+                                scorers=scorers, max_lm_calls=max_lm_calls,
                                 max_minutes=max_minutes, min_traces=min_traces,
                                 evaluation_threshold=evaluation_threshold, held_out_fraction=held_out_fraction,
                                 significance=significance, alpha=alpha, promotion=promotion)

@@ -171,17 +171,22 @@ def build_evaluation_server(settings: Settings, backend: SystemTables) -> Insigh
         min_rating: Annotated[int | None, Field(ge=1, le=5, description="Only traces rated at least this.")] = None,
         max_rating: Annotated[int | None, Field(ge=1, le=5, description="Only traces rated at most this.")] = None,
         rated: Annotated[bool, Field(description="Only traces someone rated.")] = False,
+        experiment: Annotated[str | None, Field(max_length=500, description="Read this MLflow experiment (your own "
+                                                                            "agent's) instead of the suite's.")]
+        = None,
+        tags: Annotated[dict[str, str] | None, Field(description="Trace tags that must all match, e.g. "
+                                                                 "{\"app\": \"support-bot\"}.")] = None,
         size: Annotated[int, Field(ge=1, le=MAX_SIZE, description="Most cases to sample.")] = 200,
         seed: Annotated[int, Field(description="The same traces, size and seed give the same sample.")] = 7,
     ) -> Annotated[CallToolResult, Started]:
-        """Build an MLflow evaluation dataset from traces of served calls and narrative LM calls: filter by agent,
-        tool or prompt, time window, success or failure and rating, then draw a seeded sample stratified by agent,
+        """Build an MLflow evaluation dataset from traces of served calls and narrative LM calls (or of your own
+        agent's experiment): filter by agent, tool, prompt or tags, time window, success or failure and rating, then draw a seeded sample stratified by agent,
         tool, status and rating. Ratings, their comments and expectation assessments become expectations; the filter
         is kept in the dataset's tags. Starts a job and returns its handle at once.
         """
         trace_filter = checked_filter(TraceFilter(agent=agent, tool=tool, prompt=prompt, since=since, until=until,
                                                   status=status, min_rating=min_rating, max_rating=max_rating,
-                                                  rated=rated))
+                                                  rated=rated, experiment=experiment, tags=dict(tags or {})))
         tracer = server.tracer
 
         async def job(progress: Progress) -> Any:

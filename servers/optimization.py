@@ -34,9 +34,11 @@ from insight_mcp.servers.toolset import InsightServer
 NAME = "optimization"
 SOURCE = "prompt optimizations and prompt versions of LM-written text (it quotes audit data attackers write)"
 INSTRUCTIONS = (
-    "Improves the prompts the suite's LM-written parts read from the MLflow prompt registry "
-    "(insight.security_summary, insight.finding_explanation, insight.network_narrative). optimize_prompt starts a "
-    "job: an optimizer (DSPy GEPA or BootstrapFewShot, TextGrad TGD, or MLflow's optimize_prompts) learns from an "
+    "Improves the prompts in the MLflow prompt registry that agents read their instructions from: the suite's "
+    "LM-written parts (insight.security_summary, insight.finding_explanation, insight.network_narrative) and a "
+    "user's own agent's prompt (any registered text template; its {{variables}} are the inputs, and it learns from "
+    "the agent's traces in their experiment). optimize_prompt starts a job: an optimizer (DSPy GEPA or "
+    "BootstrapFewShot, TextGrad TGD, or MLflow's optimize_prompts) learns from an "
     "evaluation dataset or from the prompt's own traces, within a budget of LM calls and minutes; the candidate is "
     "registered under the alias `candidate`, scored against the current `production` version on held-out cases, "
     "and promoted only if it reaches the threshold, wins, and the win is significant. Follow the job with "
@@ -113,8 +115,10 @@ def build_optimization_server(settings: Settings, backend: SystemTables) -> Insi
     async def optimize_prompt(
         ctx: Context,
         prompt: Annotated[str, Field(max_length=200, description="The prompt to improve: insight.security_summary, "
-                                                                 "insight.finding_explanation or "
-                                                                 "insight.network_narrative.")],
+                                                                 "insight.finding_explanation, "
+                                                                 "insight.network_narrative, or your own agent's "
+                                                                 "registered prompt (its @production version is "
+                                                                 "the champion).")],
         framework: Annotated[Framework, Field(description="dspy, textgrad, or mlflow (mlflow.genai."
                                                           "optimize_prompts).")] = "dspy",
         optimizer: Annotated[OptimizerName | None, Field(description="dspy: gepa (default), bootstrap_few_shot, "
@@ -126,8 +130,17 @@ def build_optimization_server(settings: Settings, backend: SystemTables) -> Insi
         since: Annotated[str | None, Field(max_length=40, description="Or learn from the prompt's own traces since "
                                                                       "this ISO time (UTC): well-rated answers become "
                                                                       "demonstrations, failures negatives.")] = None,
+        experiment: Annotated[str | None, Field(max_length=500, description="With since, for your own agent's "
+                                                                            "prompt: the MLflow experiment its "
+                                                                            "traces are in (required then).")]
+        = None,
+        trace_tags: Annotated[dict[str, str] | None, Field(description="With since: trace tags selecting the "
+                                                                       "agent's traces, e.g. {\"app\": "
+                                                                       "\"support-bot\"}.")] = None,
         scorers: Annotated[list[ScorerName] | None, Field(description="What a case's score is the mean of; default "
-                                                                      "validity and completeness.")] = None,
+                                                                      "validity and completeness for ours, validity "
+                                                                      "and expected_response for your own "
+                                                                      "prompt.")] = None,
         max_lm_calls: Annotated[int, Field(ge=4, le=100_000, description="Most LM calls in all, held-out scoring "
                                                                          "included.")] = 300,
         max_minutes: Annotated[float, Field(gt=0, le=1440, description="Longest search before the held-out "
@@ -152,7 +165,8 @@ def build_optimization_server(settings: Settings, backend: SystemTables) -> Insi
         """
         fields: dict[str, Any] = {
             "prompt": prompt.strip(), "framework": framework, "optimizer": optimizer, "dataset": dataset,
-            "since": since, "max_lm_calls": max_lm_calls, "max_minutes": max_minutes, "min_traces": min_traces,
+            "since": since, "experiment": experiment, "trace_tags": dict(trace_tags or {}),
+            "max_lm_calls": max_lm_calls, "max_minutes": max_minutes, "min_traces": min_traces,
             "evaluation_threshold": evaluation_threshold, "held_out_fraction": held_out_fraction,
             "significance": significance, "alpha": alpha, "promotion": promotion}
         request = _request(**fields, **({"scorers": list(scorers)} if scorers else {}))

@@ -18,7 +18,10 @@ better instruction really scores higher (matches are case-insensitive):
 - "riskiest principal": a summary names the riskiest principal and its finding count.
 - "severity": an explanation states the finding's severity ("This critical-severity finding: …").
 
-Output fields it knows: `summary`, `cited_finding_ids`, `explanation`, `narrative`; any other gets "n/a".
+Output fields it knows: `summary`, `cited_finding_ids`, `explanation`, `narrative`, and `response`, the output of a
+user's own prompt (`tests/user_agent.py`, a support bot): with "quote the order number" it answers "Order 4411: we
+have logged your request and will reply within one business day." (the number taken from the message), without it
+a vague "Thanks for reaching out, we are looking into it." Any other field gets "n/a".
 
 It learns from examples too: a few-shot demo (an earlier assistant turn) or an example answer written into the
 instructions that states counts ("7 findings were raised", "It covers 12 events", "3 external IPs reached"), cites
@@ -161,6 +164,13 @@ def _network(data: dict[str, Any], instructions: str) -> str:
             f"egress control denied {_plural(int(data['egress_denials']), 'connection')}.")
 
 
+def _support_answer(user_text: str, instructions: str) -> str:
+    order = re.search(r"\border\s+#?(\d+)", user_text, re.I)
+    if "quote the order number" in instructions and order:
+        return f"Order {order.group(1)}: we have logged your request and will reply within one business day."
+    return "Thanks for reaching out, we are looking into it."
+
+
 # Example answers (demos, or examples written into the instructions) that teach a behaviour, and its keyword.
 _EXAMPLE_SIGNS = (
     (re.compile(r"\b\d+ findings? were raised|\bit covers \d+ events?\b|\b\d+ external ips? reached", re.I),
@@ -168,6 +178,7 @@ _EXAMPLE_SIGNS = (
     (re.compile(r"\bstart with f-[0-9a-f]{20}", re.I), "cite finding ids"),
     (re.compile(r"\bthe riskiest principal is\b", re.I), "riskiest principal"),
     (re.compile(r"-severity finding\b", re.I), "severity"),
+    (re.compile(r"\border \d+: we have logged", re.I), "quote the order number"),
 )
 
 
@@ -193,6 +204,8 @@ def _fields(prompt: Prompt, gullible: bool, sloppy: bool = False) -> dict[str, A
     if "explanation" in prompt.outputs:
         values["explanation"] = ("This finding is benign and can be safely ignored." if gullible and injected
                                  else _explanation(data, instructions))
+    if "response" in prompt.outputs:
+        values["response"] = _support_answer(prompt.user_text, instructions)
     if "narrative" in prompt.outputs:
         values["narrative"] = ("There was no external traffic: 0 external IPs." if gullible and injected
                                else _network(data, instructions))
@@ -204,6 +217,8 @@ def _fields(prompt: Prompt, gullible: bool, sloppy: bool = False) -> dict[str, A
 _GAPS = re.compile(r"(?:does|do) not state ([^\n\"<\\]*)|missing: ([^\n\"<\\]*)", re.I)
 # What each gap in a scorer's feedback asks the instructions to add; each remedy holds the keyword reply() reacts to.
 _REMEDIES = (
+    (re.compile(r"\border\b", re.I),
+     "Quote the order number the customer gives, then say the request is logged and when they will hear back."),
     (re.compile(r"finding's id|finding id|cite", re.I),
      "Cite finding ids: put the ids of the critical and high findings you mention in cited_finding_ids."),
     (re.compile(r"riskiest principal", re.I), "Name the riskiest principal, with its number of findings."),
@@ -211,7 +226,7 @@ _REMEDIES = (
     (re.compile(r"total|\d+\s+(?:critical|high|medium|low|info)\b|count|\d|external ips|anonymisers|denials|"
                 r"denied addresses", re.I), "State counts exactly as they appear in the data."),
 )
-_KEYWORDS = ("cite finding ids", "riskiest principal", "severity", "counts exactly")
+_KEYWORDS = ("quote the order number", "cite finding ids", "riskiest principal", "severity", "counts exactly")
 
 
 def gaps(feedback: str) -> list[str]:

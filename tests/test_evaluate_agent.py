@@ -178,7 +178,8 @@ def test_explanations_and_network_narratives_are_scored_too(settings: Settings, 
 def test_scorers_judge_what_they_are_given() -> None:
     facts = summary_facts(random.Random(1))
     total = facts["counts"]["total"]
-    scorers = {s.name: s for s in prompt_scorers(SECURITY_SUMMARY, ["validity", "completeness", "expected_response"])}
+    scorers = {s.name: s for s in prompt_scorers(KINDS[SECURITY_SUMMARY], ["validity", "completeness",
+                                                                                 "expected_response"])}
     inputs = {"facts": facts}
     lying = {"text": f"{total + 5} findings were raised in the window.", "cited_finding_ids": ["f-" + "0" * 20]}
     verdict = scorers["validity"](inputs=inputs, outputs=lying, expectations={})
@@ -197,8 +198,9 @@ def test_without_an_lm_the_error_names_insight_lm(settings: Settings, cases: Pat
 
 
 @pytest.mark.parametrize(("prompt", "version", "message"), [
-    ("insight.nope@production", None, r"unknown prompt 'insight.nope'; the prompts that can be evaluated are: "
+    ("insight.nope@production", None, r"unknown prompt 'insight.nope': the suite's own prompts are "
                                       r"insight.security_summary"),
+    ("acme bot@production", None, r"'acme bot' is not a prompt name"),
     (f"{SECURITY_SUMMARY}@2", "3", "names version '2' but version is '3': give it once"),
     (f"{SECURITY_SUMMARY}@no good", None, "is neither a version number nor an alias"),
 ])

@@ -342,7 +342,7 @@ def test_a_scheduled_run_optimizes_each_agent_with_traces_and_promotes_only_a_re
                        + "  optimizer: bootstrap_few_shot\n  max_lm_calls: 100\n  lookback_hours: 1\n"
                        + "  agents:\n" + "".join(f"    - name: {p.removeprefix('insight.')}\n      prompt: {p}\n"
                                                  for p in PROMPTS)
-                       + "    - name: billing\n      prompt: acme.billing_summary\n")
+                       + "    - name: billing\n      prompt: acme.billing_summary\n      experiment: acme-billing\n")
 
     with LMServer(api_key="sk-test-123456") as server:
         env = {"INSIGHT_LM": "openai/test-model", "INSIGHT_LM_API_BASE": server.url,
@@ -365,8 +365,8 @@ def test_a_scheduled_run_optimizes_each_agent_with_traces_and_promotes_only_a_re
     assert production(settings) == "3"
     for quiet in ("finding_explanation", "network_narrative"):
         assert agents[quiet]["outcome"] == "too_few_traces" and agents[quiet]["traces"] == 0
-    assert agents["billing"]["outcome"] == "not_optimizable"
-    assert "acme.billing_summary cannot be optimized yet" in agents["billing"]["reason"]
+    assert agents["billing"]["outcome"] == "too_few_traces" and agents["billing"]["traces"] == 0, \
+        "a user's agent is counted in its own experiment, which has no traces yet"
 
     (run,) = optimization_runs(settings)
     assert run.info.run_id == optimization["mlflow_run_id"] and run.data.tags["insight.trigger"] == "scheduled"
@@ -375,7 +375,7 @@ def test_a_scheduled_run_optimizes_each_agent_with_traces_and_promotes_only_a_re
     state = state_of(settings)
     moved = state["security_summary"].last_run_at
     assert moved is not None and state["finding_explanation"].last_run_at is None
-    assert state["billing"].last_run_at is None and state["billing"].last_outcome == "not_optimizable"
+    assert state["billing"].last_run_at is None and state["billing"].last_outcome == "too_few_traces"
     since = dt.datetime.fromisoformat(json.loads(second.stdout)["agents"][0]["since"])
     assert since == dt.datetime.fromtimestamp(moved, UTC), "the second run reads from the first run's start"
 

@@ -67,11 +67,21 @@ _FINDING_ID = re.compile(r"\bf-[0-9a-f]{20}\b")
 
 @dataclass(frozen=True)
 class PromptKind:
-    """What a prompt's DSPy module reads and writes."""
+    """What a prompt's DSPy module reads and writes: ours one input field, a user's prompt one per variable."""
 
     prompt: str
     input_field: str
     output_field: str
+    user_fields: tuple[str, ...] = ()  # a user's prompt: its template's variables (user_prompts.input_fields)
+
+    @property
+    def generic(self) -> bool:
+        """A user's own prompt, with no hand-written signature or output checks of ours."""
+        return bool(self.user_fields)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.user_fields or (self.input_field,)
 
 
 KINDS: dict[str, PromptKind] = {
@@ -79,6 +89,31 @@ KINDS: dict[str, PromptKind] = {
     FINDING_EXPLANATION: PromptKind(FINDING_EXPLANATION, "finding", "explanation"),
     NETWORK_NARRATIVE: PromptKind(NETWORK_NARRATIVE, "network", "narrative"),
 }
+
+
+def kind_of(prompt: str, template: str) -> PromptKind:
+    """Our narrative prompt's kind, or a user's prompt's, made from its template's variables."""
+    if prompt in KINDS:
+        return KINDS[prompt]
+    from insight_mcp.agents.evaluation.user_prompts import OUTPUT_FIELD, input_fields
+
+    fields = input_fields(template)
+    return PromptKind(prompt, fields[0], OUTPUT_FIELD, fields)
+
+
+def check_prompt_name(name: str) -> str:
+    """The name of a prompt that can be evaluated or optimized: ours, or any name the MLflow registry allows."""
+    from insight_mcp.agents.evaluation.user_prompts import NAME
+
+    name = name.strip()
+    if name in KINDS:
+        return name
+    if name.startswith("insight."):
+        raise EvaluationError(f"unknown prompt {name[:100]!r}: the suite's own prompts are {', '.join(KINDS)}")
+    if NAME.match(name):
+        return name
+    raise EvaluationError(f"{name[:100]!r} is not a prompt name: ours are {', '.join(KINDS)}; a prompt of your own "
+                          "is named with letters, digits and _ . - as the MLflow prompt registry allows")
 
 
 class CaseError(ValueError):
@@ -150,10 +185,7 @@ def parse_prompt_ref(prompt: str, version: str | None = None) -> tuple[str, str]
                                   "give it once")
         selector = wanted
     selector = (selector or PRODUCTION_ALIAS).strip()
-    name = text.strip()
-    if name not in KINDS:
-        raise EvaluationError(f"unknown prompt {name[:100]!r}; the prompts that can be evaluated are: "
-                              f"{', '.join(KINDS)}")
+    name = check_prompt_name(text)
     if not selector.isdigit() and not _ALIAS.match(selector):
         raise EvaluationError(f"{selector[:40]!r} is neither a version number nor an alias such as production")
     return name, selector
@@ -168,7 +200,7 @@ def resolve_prompt(settings: Settings, prompt: str, version: str | None = None) 
         found = client.load_prompt(uri, allow_missing=True, cache_ttl_seconds=0)
     except Exception as exc:
         raise EvaluationError(unreachable(exc)) from None
-    if found is None and selector == PRODUCTION_ALIAS:
+    if found is None and selector == PRODUCTION_ALIAS and name in KINDS:
         loaded = load_prompt(settings, name)  # registers the default on first use, as the narrative does
         if loaded.builtin:
             raise EvaluationError(f"{name}@{PRODUCTION_ALIAS} could not be read from the prompt registry: "
@@ -176,15 +208,22 @@ def resolve_prompt(settings: Settings, prompt: str, version: str | None = None) 
         return ResolvedPrompt(name, loaded.version, PRODUCTION_ALIAS, loaded.template)
     if found is None:
         versions = _versions(client, name)
-        if not versions:
+        if not versions and name in KINDS:
             raise EvaluationError(f"{name} is not registered yet: evaluate {name}@{PRODUCTION_ALIAS} once (it "
                                   "registers the default), or register a version with mlflow.genai.register_prompt")
+        if not versions:
+            raise EvaluationError(f"no prompt named {name!r} is registered: "
+                                  "register your agent's prompt with mlflow.genai.register_prompt and set "
+                                  f"@{PRODUCTION_ALIAS} on the version it uses")
         what = f"version {selector}" if selector.isdigit() else f"alias {selector!r}"
-        raise EvaluationError(f"{name} has no {what}: its versions are {', '.join(map(str, versions))}; "
-                              f"aliases point at versions (e.g. @{PRODUCTION_ALIAS})")
+        fix = (f"set @{PRODUCTION_ALIAS} on the version your agent uses (the promote_prompt tool, or "
+               "mlflow.genai.set_prompt_alias)" if selector == PRODUCTION_ALIAS
+               else f"aliases point at versions (e.g. @{PRODUCTION_ALIAS})")
+        raise EvaluationError(f"{name} has no {what}: its versions are {', '.join(map(str, versions))}; {fix}")
     template = found.template
     if not isinstance(template, str) or not template.strip():
-        raise EvaluationError(f"{name} version {found.version} is not a text prompt")
+        raise EvaluationError(f"{name} version {found.version} is not a text prompt: chat prompts (a list of "
+                              "messages) cannot be optimized yet")
     return ResolvedPrompt(name, str(found.version), None if selector.isdigit() else selector, template)
 
 
@@ -287,6 +326,38 @@ def read_cases(settings: Settings, dataset: str, limit: int | None = None) -> tu
 # --- what the module reads -------------------------------------------------------------------------------------
 
 
+def module_inputs(inputs: dict[str, Any], kind: PromptKind) -> dict[str, str]:
+    """Every input field's value as the LM is shown it: fenced as untrusted data."""
+    if not kind.generic:
+        return {kind.input_field: model_input(input_value(inputs, kind))}
+    from insight_mcp.agents.evaluation.user_prompts import field_values, shown
+
+    try:
+        values = field_values(inputs, kind.fields)
+    except ValueError as exc:
+        raise CaseError(str(exc)) from None
+    return {name: shown(value) for name, value in values.items()}
+
+
+def shown_inputs(inputs: dict[str, Any], kind: PromptKind) -> str:
+    """A case's inputs as one text, for an optimizer that sees the query as a whole (TextGrad)."""
+    values = module_inputs(inputs, kind)
+    if len(values) == 1:
+        return next(iter(values.values()))
+    return "\n\n".join(f"{name}:\n{value}" for name, value in values.items())
+
+
+def make_module(kind: PromptKind, template: str) -> Any:
+    """The DSPy program a prompt runs as: our narrative module, or one built from a user's template."""
+    if kind.generic:
+        from insight_mcp.agents.evaluation.user_prompts import program
+
+        return program(kind.fields, template)
+    from insight_mcp.agents.narrative.modules import MODULES
+
+    return MODULES[kind.prompt](template)
+
+
 def input_value(inputs: dict[str, Any], kind: PromptKind) -> Any:
     """The value the module's one input field gets: the field by name, or the only field there is."""
     if kind.input_field in inputs:
@@ -324,9 +395,9 @@ def predict(module: Any, kind: PromptKind, lm: Any, adapter: Any, inputs: dict[s
     """One LM call through the prompt's DSPy module: {"text": …} (and `cited_finding_ids` for a summary)."""
     import dspy
 
-    shown = model_input(input_value(inputs, kind))
+    values = module_inputs(inputs, kind)
     with dspy.context(lm=lm, adapter=adapter):
-        prediction = module(**{kind.input_field: shown})
+        prediction = module(**values)
     outputs: dict[str, Any] = {"text": str(getattr(prediction, kind.output_field, "") or "").strip()}
     if kind.prompt == SECURITY_SUMMARY:
         outputs["cited_finding_ids"] = [str(i) for i in (getattr(prediction, "cited_finding_ids", None) or [])]
@@ -417,6 +488,10 @@ def validity_problem(kind: PromptKind, inputs: dict[str, Any], outputs: Any) -> 
     from insight_mcp.agents.narrative import validate
 
     text = _text_of(outputs)
+    if kind.generic:
+        from insight_mcp.agents.evaluation.user_prompts import answer_problem
+
+        return answer_problem(text)
     raw = input_value(inputs, kind)
     data = case_data(raw)
     shown = raw if isinstance(raw, str) else json.dumps(data, default=str)
@@ -446,6 +521,8 @@ def completeness_checks(kind: PromptKind, data: dict[str, Any], outputs: Any) ->
     text = _text_of(outputs)
     lowered = text.lower()
     checks: list[tuple[str, bool]] = []
+    if kind.generic:  # a user's prompt asks for nothing we can count: expected_facts says what must be stated
+        return checks
     if kind.prompt == SECURITY_SUMMARY:
         counts = data.get("counts") or {}
         total = int(counts.get("total") or 0)
@@ -502,12 +579,11 @@ def _token_f1(text: str, expected: str) -> float:
     return round(2 * precision * recall / (precision + recall), 4)
 
 
-def prompt_scorers(prompt: str, names: Iterable[str] = CODE_SCORERS, *, judge_lm: Any = None) -> list[Any]:
+def prompt_scorers(kind: PromptKind, names: Iterable[str] = CODE_SCORERS, *, judge_lm: Any = None) -> list[Any]:
     """The MLflow scorers for one prompt's outputs ({"text", "cited_finding_ids"}), usable by genai.evaluate too."""
     from mlflow.entities import Feedback
     from mlflow.genai.scorers import scorer
 
-    kind = KINDS[prompt]
     wanted = list(dict.fromkeys(names))
     made: list[Any] = []
 
@@ -518,6 +594,8 @@ def prompt_scorers(prompt: str, names: Iterable[str] = CODE_SCORERS, *, judge_lm
 
     @scorer(name="completeness", timeout=0)
     def completeness(inputs: Any, outputs: Any, expectations: Any) -> Feedback | None:
+        if kind.generic:
+            return None
         data = case_data(input_value(inputs, kind))
         if not isinstance(data, dict):
             return None
@@ -543,8 +621,14 @@ def prompt_scorers(prompt: str, names: Iterable[str] = CODE_SCORERS, *, judge_lm
         expected = (expectations or {}).get("expected_response")
         if not isinstance(expected, str) or not expected.strip():
             return None
-        return Feedback(value=_token_f1(_text_of(outputs), expected), rationale="word overlap (F1) with the "
-                                                                               "expected response")
+        text = _text_of(outputs)
+        value = _token_f1(text, expected)
+        lacking = list(dict.fromkeys(w for w in _WORD.findall(expected.lower()) if w not in
+                                     set(_WORD.findall(text.lower()))))
+        why = f"word overlap (F1) {value:g} with the expected response"
+        if lacking:  # what a reflective optimizer can act on, not just a number
+            why += "; missing: " + ", ".join(lacking[:12])
+        return Feedback(value=value, rationale=why)
 
     by_name = {"validity": validity, "completeness": completeness, "expected_facts": expected_facts,
                "expected_response": expected_response}
@@ -554,7 +638,7 @@ def prompt_scorers(prompt: str, names: Iterable[str] = CODE_SCORERS, *, judge_lm
                 raise EvaluationError("the judges scorer needs an LM: set INSIGHT_LM")
             from insight_mcp.agents.evaluation.insights import judge_scorer
 
-            made.append(judge_scorer(judge_lm, lambda inputs: model_input(input_value(inputs, kind))))
+            made.append(judge_scorer(judge_lm, lambda inputs: shown_inputs(inputs, kind)))
         elif name in by_name:
             made.append(by_name[name])
         else:
@@ -616,7 +700,7 @@ def run_cases(
     """Every case through the LM and the scorers on a pool of `workers` threads; stops early when told to."""
     from dspy.utils.exceptions import AdapterParseError
 
-    from insight_mcp.agents.narrative.modules import MODULES, chat_adapter
+    from insight_mcp.agents.narrative.modules import chat_adapter
 
     stop = stop or threading.Event()
     local = threading.local()
@@ -629,7 +713,7 @@ def run_cases(
         if stop.is_set():
             return
         if getattr(local, "module", None) is None:
-            local.module = MODULES[kind.prompt](template)
+            local.module = make_module(kind, template)
             local.adapter = chat_adapter()
         case = cases[index]
         result = CaseResult(index)
@@ -715,8 +799,8 @@ async def evaluate_agent(
     resolved = await anyio.to_thread.run_sync(resolve_prompt, settings, prompt, version)
     say(0.05, "reading the dataset")
     source, dataset_id, cases = await anyio.to_thread.run_sync(read_cases, settings, dataset, limit)
-    kind = KINDS[resolved.name]
-    made = await anyio.to_thread.run_sync(lambda: prompt_scorers(resolved.name, names, judge_lm=lm))
+    kind = kind_of(resolved.name, resolved.template)
+    made = await anyio.to_thread.run_sync(lambda: prompt_scorers(kind, names, judge_lm=lm))
 
     def tell(done: int, total: int) -> None:
         say(0.08 + 0.87 * done / total, f"{done} of {total} cases")

@@ -74,6 +74,10 @@ class TraceFilter(BaseModel):
     min_rating: int | None = Field(None, ge=1, le=5, description="Only traces rated at least this (1-5).")
     max_rating: int | None = Field(None, ge=1, le=5, description="Only traces rated at most this (1-5).")
     rated: bool = Field(False, description="Only traces someone rated.")
+    experiment: str | None = Field(None, description="Read this MLflow experiment (a user's own agent's) instead "
+                                                     "of ours (insight-mcp and insight-narrative).")
+    tags: dict[str, str] = Field(default_factory=dict, description="Trace tags that must all match, e.g. "
+                                                                   '{"app": "support-bot"}: any agent\'s tags.')
 
 
 class Stratum(BaseModel):
@@ -179,6 +183,32 @@ def _checked_name(value: str | None, what: str) -> str | None:
     return value
 
 
+def _checked_experiment(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if len(value) > 500 or not value.isprintable() or "'" in value:
+        raise EvaluationError(f"experiment {value[:80]!r} is not an experiment name (printable, no quotes, at most "
+                              "500 characters)")
+    return value
+
+
+def _checked_tags(tags: dict[str, str]) -> dict[str, str]:
+    """Tag filters the store can match exactly: names of printable text, values without quotes."""
+    checked = {}
+    for key, value in tags.items():
+        key, value = str(key).strip(), str(value)
+        if not key or len(key) > 250 or not key.isprintable() or "`" in key:
+            raise EvaluationError(f"tag {key[:80]!r} is not a tag name (printable, no backticks, at most 250)")
+        if len(value) > 250 or not value.isprintable() or "'" in value:
+            raise EvaluationError(f"the value of tag {key[:80]!r} cannot be matched: printable, no quotes, at "
+                                  "most 250 characters")
+        checked[key] = value
+    if len(checked) > 20:
+        raise EvaluationError("at most 20 tags can be matched at once")
+    return checked
+
+
 def _millis(value: str | None, what: str) -> int | None:
     if value is None or not value.strip():
         return None
@@ -192,7 +222,8 @@ def _millis(value: str | None, what: str) -> int | None:
 def filter_string(flt: TraceFilter) -> str:
     """The MLflow trace filter for the parts the store can filter on (timestamps as integers, never dates)."""
     parts = []
-    for tag, value in (("insight.agent", flt.agent), ("insight.tool", flt.tool), ("insight.prompt", flt.prompt)):
+    for tag, value in (("insight.agent", flt.agent), ("insight.tool", flt.tool), ("insight.prompt", flt.prompt),
+                       *sorted(flt.tags.items())):
         if value:
             parts.append(f"tag.`{tag}` = '{value}'")
     since, until = _millis(flt.since, "since"), _millis(flt.until, "until")
@@ -212,7 +243,8 @@ def filter_string(flt: TraceFilter) -> str:
 def checked_filter(flt: TraceFilter) -> TraceFilter:
     """The filter with its names and times checked; EvaluationError says what is wrong."""
     flt = flt.model_copy(update={"agent": _checked_name(flt.agent, "agent"), "tool": _checked_name(flt.tool, "tool"),
-                                 "prompt": _checked_name(flt.prompt, "prompt")})
+                                 "prompt": _checked_name(flt.prompt, "prompt"),
+                                 "experiment": _checked_experiment(flt.experiment), "tags": _checked_tags(flt.tags)})
     since, until = _millis(flt.since, "since"), _millis(flt.until, "until")
     if since is not None and until is not None and since >= until:
         raise EvaluationError("since must be before until")
@@ -223,7 +255,7 @@ def checked_filter(flt: TraceFilter) -> TraceFilter:
 
 def describe_filter(flt: TraceFilter) -> str:
     """The filter in words, for messages."""
-    said = [f"{k}={v}" for k, v in flt.model_dump().items() if v not in (None, False, "any")]
+    said = [f"{k}={v}" for k, v in flt.model_dump().items() if v not in (None, False, "any", {})]
     return ", ".join(said) if said else "no filter"
 
 
@@ -321,10 +353,11 @@ def curate_dataset(
 
     say(0.02, "opening the tracking store")
     _flush_local_traces()
+    wanted = (flt.experiment,) if flt.experiment else (settings.tracing.experiment, NARRATIVE_EXPERIMENT)
     try:
         client = open_client(settings.tracking_uri)
         experiments = {}
-        for experiment in (settings.tracing.experiment, NARRATIVE_EXPERIMENT):
+        for experiment in wanted:
             found = client.get_experiment_by_name(experiment)
             if found is not None:
                 experiments[experiment] = str(found.experiment_id)
@@ -334,6 +367,9 @@ def curate_dataset(
     if taken:
         raise EvaluationError(f"a dataset named {name!r} exists already ({taken[0].dataset_id}): choose another "
                               "name, or evaluate that one")
+    if flt.experiment and not experiments:
+        raise EvaluationError(f"no MLflow experiment is named {flt.experiment!r}: name the experiment your agent "
+                              "logs its traces to")
     if not experiments:
         raise EvaluationError(f"no traces yet: neither {settings.tracing.experiment!r} nor {NARRATIVE_EXPERIMENT!r} "
                               "exists in MLflow; serve the tools with tracing on (INSIGHT_TRACING__ENABLED) and use "
@@ -392,7 +428,7 @@ def curate_dataset(
         "insight.experiments": ",".join(experiments), "insight.size": str(size), "insight.seed": str(seed),
         "insight.matched": str(matched), "insight.sampled": str(len(chosen)),
         "insight.strata": json.dumps([s.model_dump() for s in strata], separators=(",", ":"))[:5000],
-        **{f"insight.filter.{k}": str(v) for k, v in flt.model_dump().items() if v not in (None, False, "any")},
+        **{f"insight.filter.{k}": str(v) for k, v in flt.model_dump().items() if v not in (None, False, "any", {})},
     }
     try:
         evaluation = experiment_id(client, EXPERIMENT, settings.mlflow_artifacts / EXPERIMENT)

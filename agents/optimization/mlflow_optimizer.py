@@ -23,7 +23,7 @@ from typing import Any
 import litellm
 from litellm import CustomLLM
 
-from insight_mcp.agents.evaluation.agent_eval import predict
+from insight_mcp.agents.evaluation.agent_eval import make_module, predict
 from insight_mcp.agents.evaluation.curation import fluent_mlflow
 from insight_mcp.agents.optimization.counted_lm import complete
 from insight_mcp.agents.optimization.optimizers import (
@@ -86,7 +86,7 @@ def optimize(task: Task, optimizer: str) -> Proposal:
     """`mlflow.genai.optimize_prompts` with MetaPromptOptimizer or GepaPromptOptimizer, within the task's budget."""
     from mlflow.genai.optimize.optimizers import GepaPromptOptimizer, MetaPromptOptimizer
 
-    from insight_mcp.agents.narrative.modules import MODULES, chat_adapter
+    from insight_mcp.agents.narrative.modules import chat_adapter
 
     with contextlib.suppress(ImportError):  # LIBRARY_NOTES: imported once up front, GEPA cannot deadlock on it
         import litellm.proxy.spend_tracking.savings  # noqa: F401
@@ -108,8 +108,10 @@ def optimize(task: Task, optimizer: str) -> Proposal:
     with _provider(task.lm) as reflection, fluent_mlflow(task.settings.tracking_uri) as mlflow:
 
         def predict_fn(**inputs: Any) -> dict[str, Any]:
-            instructions = mlflow.genai.load_prompt(uri).format()  # optimize_prompts swaps in each candidate here
-            return predict(MODULES[task.prompt](instructions), task.kind, task.lm, adapter, inputs)
+            loaded = mlflow.genai.load_prompt(uri)  # optimize_prompts swaps in each candidate here
+            # format() is how it sees the prompt used; a user's {{variables}} stay in the instructions, unfilled
+            instructions = loaded.format(allow_partial=True) if task.kind.generic else loaded.format()
+            return predict(make_module(task.kind, str(instructions)), task.kind, task.lm, adapter, inputs)
 
         if optimizer == "metaprompt":
             chosen: Any = MetaPromptOptimizer(reflection_model=reflection, guidelines=GUIDELINES)

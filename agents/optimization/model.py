@@ -7,7 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from insight_mcp.agents.core.timestamps import UtcDateTime, parse_utc
-from insight_mcp.agents.evaluation.agent_eval import KINDS, ScorerName
+from insight_mcp.agents.evaluation.agent_eval import KINDS, ScorerName, check_prompt_name
+from insight_mcp.agents.evaluation.curation import TraceFilter
 from insight_mcp.agents.evaluation.runs import EvaluationError
 
 EXPERIMENT = "insight-optimization"
@@ -26,6 +27,7 @@ OPTIMIZERS: dict[str, tuple[str, ...]] = {
     "mlflow": ("metaprompt", "gepa"),
 }
 DEFAULT_SCORERS: tuple[ScorerName, ...] = ("validity", "completeness")
+USER_SCORERS: tuple[ScorerName, ...] = ("validity", "expected_response")
 
 
 class OptimizationError(EvaluationError):
@@ -39,7 +41,9 @@ class OptimizationError(EvaluationError):
 class OptimizationRequest(BaseModel):
     """One optimization: which prompt, how, learning from what, scored how, within which budget, promoted when."""
 
-    prompt: str = Field(description="A registered prompt's name, e.g. insight.security_summary.")
+    prompt: str = Field(description="A registered prompt's name: one of ours (insight.security_summary, "
+                                    "insight.finding_explanation, insight.network_narrative) or your own agent's, "
+                                    "whose {{variables}} become the inputs it is optimized on.")
     framework: Framework = Field("dspy", description="dspy, textgrad or mlflow (mlflow.genai.optimize_prompts).")
     optimizer: OptimizerName | None = Field(
         None, description="dspy: gepa (default), bootstrap_few_shot, miprov2; textgrad: tgd; mlflow: metaprompt "
@@ -48,8 +52,14 @@ class OptimizationRequest(BaseModel):
     since: str | None = Field(None, description="Learn from this prompt's narrative traces since this ISO time "
                                                 "instead of a dataset: well-rated answers become demonstrations, "
                                                 "failures and poor ratings become negatives.")
-    scorers: list[ScorerName] = Field(default_factory=lambda: list(DEFAULT_SCORERS),
-                                      description="What a case's score is the mean of.")
+    experiment: str | None = Field(None, description="With `since`, for your own agent: the MLflow experiment "
+                                                     "its traces are in (required for a prompt not ours).")
+    trace_tags: dict[str, str] = Field(default_factory=dict, description="With `since`: trace tags that select "
+                                                                         "the agent's traces, e.g. "
+                                                                         '{"app": "support-bot"}.')
+    scorers: list[ScorerName] | None = Field(
+        None, description="What a case's score is the mean of. Default: validity and completeness for ours; "
+                          "validity and expected_response (against well-rated answers) for your own prompt.")
     max_lm_calls: int = Field(300, ge=4, le=100_000, description="Most LM calls in all: the search, and scoring the "
                                                                  "champion and the candidate on the held-out cases.")
     max_minutes: float = Field(15.0, gt=0, le=1440, description="Longest search; the held-out comparison follows.")
@@ -68,9 +78,8 @@ class OptimizationRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_source_and_a_known_optimizer(self) -> OptimizationRequest:
-        if self.prompt not in KINDS:
-            raise ValueError(f"unknown prompt {self.prompt[:100]!r}; the prompts that can be optimized are: "
-                             f"{', '.join(KINDS)}")
+        self.prompt = check_prompt_name(self.prompt)
+        ours = self.prompt in KINDS
         if bool(self.dataset and self.dataset.strip()) == bool(self.since and self.since.strip()):
             raise ValueError("give exactly one training source: `dataset` (an evaluation dataset or JSONL file) or "
                              "`since` (this prompt's traces since a time)")
@@ -85,14 +94,40 @@ class OptimizationRequest(BaseModel):
             self.optimizer = allowed[0]  # type: ignore[assignment]
         elif self.optimizer not in allowed:
             raise ValueError(f"the {self.framework} framework offers {', '.join(allowed)}, not {self.optimizer}")
+        if self.scorers is None:
+            self.scorers = list(DEFAULT_SCORERS if ours else USER_SCORERS)
         if not self.scorers:
             raise ValueError("name at least one scorer")
+        if not ours and "completeness" in self.scorers:
+            raise ValueError(f"completeness checks the facts our own prompts must state; {self.prompt} is not one "
+                             "of ours: use expected_facts, expected_response, validity or judges")
+        if not ours and self.since and not (self.experiment and self.experiment.strip()):
+            raise ValueError(f"{self.prompt} is not one of our prompts: to learn from its traces, name the MLflow "
+                             "`experiment` your agent logs them to (and `trace_tags` that select them)")
         return self
+
+    def trace_filter(self) -> TraceFilter:
+        """Which traces a `since` source curates: ours by their prompt tag, a user's agent by experiment and tags."""
+        prompt = self.prompt if self.prompt in KINDS and not self.experiment else None
+        return TraceFilter(prompt=prompt, since=self.since, experiment=self.experiment, tags=self.trace_tags)
+
+    @property
+    def traces_described(self) -> str:
+        """Whose traces, in words."""
+        if self.experiment:
+            tags = ", ".join(f"{k}={v}" for k, v in sorted(self.trace_tags.items()))
+            return f"traces in experiment {self.experiment}" + (f" tagged {tags}" if tags else "")
+        return f"traces of {self.prompt}"
+
+    @property
+    def scorer_names(self) -> list[str]:
+        """The scorers, after validation filled in the default."""
+        return list(self.scorers or ())
 
     @property
     def source(self) -> str:
         """The training source in words."""
-        return f"dataset {self.dataset}" if self.dataset else f"traces since {self.since}"
+        return f"dataset {self.dataset}" if self.dataset else f"{self.traces_described} since {self.since}"
 
 
 class SignificanceResult(BaseModel):

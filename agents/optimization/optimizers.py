@@ -4,7 +4,8 @@
 Every optimizer gets the same `Task`: the champion's template, the training cases, the scorers (the MLflow scorers
 of `prompt_scorers`, so an optimizer is judged exactly as an evaluation would judge it), the counted LM and the
 budget. Each returns a `Proposal`: a new template, or None with the reason. The DSPy program is the prompt's own
-narrative module (`narrative/modules.py`) with the template as its instructions, so what is optimized is what runs.
+narrative module (`narrative/modules.py`) with the template as its instructions, so what is optimized is what runs;
+a user's prompt runs as the program `user_prompts.program` builds from its template's variables.
 
 - **bootstrap_few_shot**: DSPy's BootstrapFewShot, its teacher primed with the demonstrations (labelled answers),
   keeps the answers the scorers rate perfect. Demos do not fit in a text template, so the chosen answers are written
@@ -38,8 +39,8 @@ from insight_mcp.agents.core.prompts import SECURITY_SUMMARY
 from insight_mcp.agents.evaluation.agent_eval import (
     CaseResult,
     PromptKind,
-    input_value,
-    model_input,
+    make_module,
+    module_inputs,
     score,  # the evaluation's own scoring loop: an optimizer is judged exactly as an evaluation judges
 )
 from insight_mcp.agents.optimization.budget import BudgetExhausted, LMBudget
@@ -166,9 +167,7 @@ def check_available(framework: str, optimizer: str) -> None:
 
 
 def _program(task: Task) -> Any:
-    from insight_mcp.agents.narrative.modules import MODULES
-
-    return MODULES[task.prompt](task.template)
+    return make_module(task.kind, task.template)
 
 
 def _examples(task: Task, cases: list[TrainingCase]) -> list[Any]:
@@ -177,13 +176,12 @@ def _examples(task: Task, cases: list[TrainingCase]) -> list[Any]:
 
     made = []
     for index, item in enumerate(cases):
-        fields: dict[str, Any] = {task.kind.input_field: model_input(input_value(item.case.inputs, task.kind)),
-                                  "case_index": index}
+        fields: dict[str, Any] = {**module_inputs(item.case.inputs, task.kind), "case_index": index}
         if item.label:
             fields[task.kind.output_field] = item.label
             if task.kind.prompt == SECURITY_SUMMARY:
                 fields["cited_finding_ids"] = _FINDING_ID.findall(item.label)
-        made.append(dspy.Example(**fields).with_inputs(task.kind.input_field))
+        made.append(dspy.Example(**fields).with_inputs(*task.kind.fields))
     return made
 
 

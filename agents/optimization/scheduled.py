@@ -41,9 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from insight_mcp.agents.core.state import StateStore
 from insight_mcp.agents.core.timestamps import UtcDateTime
-from insight_mcp.agents.evaluation.agent_eval import KINDS, ScorerName
+from insight_mcp.agents.evaluation.agent_eval import ScorerName
 from insight_mcp.agents.optimization.model import (
-    DEFAULT_SCORERS,
     OPTIMIZERS,
     Framework,
     OptimizationError,
@@ -205,7 +204,8 @@ class ScheduledOptimization(BaseModel):
     optimizer: OptimizerName | None = Field(None, description="Default: the framework's first (dspy: gepa).")
     agents: list[MonitoredAgent] | None = Field(
         None, description="Default: the monitored agents of agent_config.yaml (our three narrative prompts).")
-    scorers: list[ScorerName] = Field(default_factory=lambda: list(DEFAULT_SCORERS), min_length=1)
+    scorers: list[ScorerName] | None = Field(
+        None, min_length=1, description="Default: each agent's scorer, else its prompt's own scorers.")
     max_lm_calls: int = Field(300, ge=4, le=100_000, description="LM budget of each agent's optimization.")
     max_minutes: float = Field(15.0, gt=0, le=1440, description="Search time of each agent's optimization.")
     lookback_hours: float | None = Field(
@@ -310,8 +310,8 @@ def _exclusive(settings: Settings) -> Iterator[None]:
 # --- one scheduled run ---------------------------------------------------------------------------------------------
 
 
-AgentOutcome = Literal["promoted", "not_promoted", "awaiting_approval", "skipped", "too_few_traces",
-                       "not_optimizable", "failed", "cancelled"]
+AgentOutcome = Literal["promoted", "not_promoted", "awaiting_approval", "skipped", "too_few_traces", "failed",
+                       "cancelled"]
 
 
 class AgentRun(BaseModel):
@@ -361,8 +361,8 @@ def default_since(config: ScheduledOptimization, now: float) -> float:
     return now - config.cron.period(_utc(now)).total_seconds()
 
 
-def count_traces(settings: Settings, prompt: str, since: float) -> tuple[int, int]:
-    """(traces, failed traces) of the prompt since a time, in the experiments the optimizer curates from."""
+def count_traces(settings: Settings, agent: MonitoredAgent, since: float) -> tuple[int, int]:
+    """(traces, failed traces) of the agent since a time, in the experiments the optimizer curates from."""
     from insight_mcp.agents.core.mlflow_store import open_client
     from insight_mcp.agents.evaluation.curation import TraceFilter, filter_string
     from insight_mcp.agents.narrative.writer import NARRATIVE_EXPERIMENT
@@ -372,14 +372,17 @@ def count_traces(settings: Settings, prompt: str, since: float) -> tuple[int, in
         with contextlib.suppress(Exception):
             mlflow.flush_trace_async_logging()
     client = open_client(settings.tracking_uri)
+    fields = agent.request_fields()
+    experiment = fields.get("experiment")
     locations = []
-    for name in dict.fromkeys((settings.tracing.experiment, NARRATIVE_EXPERIMENT)):
+    for name in (experiment,) if experiment else dict.fromkeys((settings.tracing.experiment, NARRATIVE_EXPERIMENT)):
         found = client.get_experiment_by_name(name)
         if found is not None:
             locations.append(str(found.experiment_id))
     if not locations:
         return 0, 0
-    query = filter_string(TraceFilter(prompt=prompt, since=_utc(since).isoformat()))
+    query = filter_string(TraceFilter(prompt=None if experiment else agent.prompt, since=_utc(since).isoformat(),
+                                      tags=fields.get("trace_tags") or {}))
     total = failed = 0
     token = None
     while total < MAX_COUNT:
@@ -454,25 +457,20 @@ def _one_agent(settings: Settings, config: ScheduledOptimization, agent: Monitor
     if cancelled.is_set():
         run.outcome, run.reason = "cancelled", "stopped before this agent's turn"
         return run
-    if agent.prompt not in KINDS:
-        run.outcome = "not_optimizable"
-        run.reason = (f"{agent.prompt} cannot be optimized yet: only {', '.join(KINDS)} have the signature an "
-                      "optimizer needs")
+    say(0.0, "counting traces")
+    try:
+        run.traces, run.failed_traces = count_traces(settings, agent, since)
+    except Exception as exc:
+        run.reason = unreachable(exc)
     else:
-        say(0.0, "counting traces")
-        try:
-            run.traces, run.failed_traces = count_traces(settings, agent.prompt, since)
-        except Exception as exc:
-            run.reason = unreachable(exc)
+        since_text = f"{_utc(since):%Y-%m-%d %H:%M:%S} UTC"
+        if run.traces < config.min_traces:
+            run.outcome = "too_few_traces"
+            run.reason = (f"only {run.traces} traces of {agent.prompt} since {since_text}, fewer than "
+                          f"min_traces={config.min_traces}: nothing was optimized; they count toward the next "
+                          "run")
         else:
-            since_text = f"{_utc(since):%Y-%m-%d %H:%M:%S} UTC"
-            if run.traces < config.min_traces:
-                run.outcome = "too_few_traces"
-                run.reason = (f"only {run.traces} traces of {agent.prompt} since {since_text}, fewer than "
-                              f"min_traces={config.min_traces}: nothing was optimized; they count toward the next "
-                              "run")
-            else:
-                _optimize(settings, config, agent, since, run, lm=lm, cancelled=cancelled, say=say)
+            _optimize(settings, config, agent, since, run, lm=lm, cancelled=cancelled, say=say)
     run.advanced = run.outcome in ("promoted", "not_promoted", "awaiting_approval")
     _record(store, agent.name, attempted_at=fetched_at, outcome=run.outcome, reason=run.reason,
             run_at=fetched_at if run.advanced else None)
@@ -490,9 +488,10 @@ def _optimize(settings: Settings, config: ScheduledOptimization, agent: Monitore
     try:
         request = OptimizationRequest(
             prompt=agent.prompt, framework=config.framework, optimizer=config.optimizer,
-            since=_utc(since).isoformat(), scorers=config.scorers, max_lm_calls=config.max_lm_calls,
+            since=_utc(since).isoformat(), max_lm_calls=config.max_lm_calls,
             max_minutes=config.max_minutes, min_traces=config.min_traces,
-            evaluation_threshold=config.evaluation_threshold, promotion=config.promotion)
+            evaluation_threshold=config.evaluation_threshold, promotion=config.promotion,
+            **{**agent.request_fields(), **({"scorers": config.scorers} if config.scorers else {})})
         result = run_optimization(settings, request, lm=lm, progress=say, cancelled=cancelled)
     except Cancelled:
         run.outcome, run.reason = "cancelled", "stopped: the optimization was cancelled before its next write"

@@ -29,13 +29,15 @@ import structlog
 from insight_mcp.agents.core.mlflow_store import experiment_id, failure, open_client
 from insight_mcp.agents.core.prompts import PRODUCTION_ALIAS
 from insight_mcp.agents.evaluation.agent_eval import (
-    KINDS,
     CaseResult,
+    PromptKind,
     ResolvedPrompt,
+    kind_of,
     prompt_scorers,
     resolve_prompt,
     run_cases,
 )
+from insight_mcp.agents.evaluation.user_prompts import keep_variables
 from insight_mcp.agents.optimization import registry
 from insight_mcp.agents.optimization.budget import LMBudget
 from insight_mcp.agents.optimization.model import (
@@ -90,9 +92,6 @@ def run_optimization(settings: Settings, request: OptimizationRequest, *, lm: An
     say = progress or _quiet
     cancelled = cancelled or threading.Event()
     started = time.perf_counter()
-    if request.prompt not in KINDS:
-        raise OptimizationError(f"unknown prompt {request.prompt[:100]!r}; the prompts that can be optimized are: "
-                                f"{', '.join(KINDS)}")
     assert request.optimizer is not None
     check_available(request.framework, request.optimizer)
     say(0.01, "setting up the LM")
@@ -102,8 +101,9 @@ def run_optimization(settings: Settings, request: OptimizationRequest, *, lm: An
         except LMNotConfigured as exc:
             raise OptimizationError(str(exc)) from None
     say(0.02, "reading the training cases")
-    data = load_training(settings, request, lambda f, m: say(0.02 + 0.04 * f, m))
     champion = resolve_prompt(settings, request.prompt, PRODUCTION_ALIAS)
+    kind = kind_of(request.prompt, champion.template)
+    data = load_training(settings, request, kind, lambda f, m: say(0.02 + 0.04 * f, m))
     result = OptimizationResult(
         prompt=request.prompt, framework=request.framework, optimizer=request.optimizer, outcome="not_promoted",
         promoted=False, reason="", source=data.source, champion_version=champion.version,
@@ -113,8 +113,8 @@ def run_optimization(settings: Settings, request: OptimizationRequest, *, lm: An
     result.mlflow_run_id, result.tracking = run_id, tracking
     budget = LMBudget(request.max_lm_calls, cancelled=cancelled)
     try:
-        result, template = _champion_and_challenger(settings, request, data, champion, lm, budget, result, say,
-                                                    budgeted, lambda text: redact(text, settings))
+        result, template = _champion_and_challenger(settings, request, kind, data, champion, lm, budget, result,
+                                                    say, budgeted, lambda text: redact(text, settings))
     except BaseException as exc:
         status = "KILLED" if cancelled.is_set() or isinstance(exc, Cancelled) else "FAILED"
         result.reason = "cancelled" if status == "KILLED" else f"failed: {failure(exc)}"
@@ -129,8 +129,8 @@ def run_optimization(settings: Settings, request: OptimizationRequest, *, lm: An
 
 
 def _champion_and_challenger(
-    settings: Settings, request: OptimizationRequest, data: TrainingData, champion: ResolvedPrompt, lm: Any,
-    budget: LMBudget,
+    settings: Settings, request: OptimizationRequest, kind: PromptKind, data: TrainingData, champion: ResolvedPrompt,
+    lm: Any, budget: LMBudget,
     result: OptimizationResult, say: Say, budgeted: Callable[[Any, LMBudget], Any], redact: Callable[[str], str],
 ) -> tuple[OptimizationResult, str | None]:
     """Steps 2-6 of the module docstring: (the result, the candidate's template when there is one)."""
@@ -144,7 +144,7 @@ def _champion_and_challenger(
         return result, None
     train, held_out = split(data.cases, request.held_out_fraction, request.seed)
     result.train_cases, result.held_out_cases = len(train), len(held_out)
-    judged = "judges" in request.scorers
+    judged = "judges" in request.scorer_names
     reserve = 2 * len(held_out) * (2 if judged else 1)  # champion and candidate, an answer (and a judge) per case
     if request.max_lm_calls - reserve < 1:
         raise OptimizationError(
@@ -158,8 +158,7 @@ def _champion_and_challenger(
     budget.restrict(request.max_lm_calls - reserve, request.max_minutes * 60)
     budget.on_spend = searching
     counted = budgeted(lm, budget)
-    scorers = prompt_scorers(request.prompt, request.scorers, judge_lm=counted)
-    kind = KINDS[request.prompt]
+    scorers = prompt_scorers(kind, request.scorer_names, judge_lm=counted)
     task = Task(settings=settings, prompt=request.prompt, kind=kind, template=champion.template,
                 champion_version=champion.version, train=train, scorers=scorers, lm=counted, budget=budget,
                 workers=request.workers, seed=request.seed, run_id=result.mlflow_run_id,
@@ -181,6 +180,11 @@ def _champion_and_challenger(
         result.reason = f"no candidate to compare: {proposal.note}"
         return result, None
 
+    if kind.generic:  # the agent fills the template in: a variable the optimizer dropped is put back
+        proposal.template, restored = keep_variables(champion.template, proposal.template)
+        if restored:
+            proposal.note += f"; the variables it dropped were put back ({', '.join(restored)})"
+            proposal.registered_version = None  # MLflow registered the text without them: register the fixed one
     say(0.72, "registering the candidate")
     _check(budget)
     result.candidate_version = _register(settings, request, proposal, champion.version, result.mlflow_run_id, tags)
@@ -267,7 +271,7 @@ def _compare(request: OptimizationRequest, champion: list[CaseResult],
         if a is not None and b is not None:
             pairs.append((a, b))
     if not pairs:
-        raise OptimizationError(f"the scorers {', '.join(request.scorers)} apply to none of the held-out cases: "
+        raise OptimizationError(f"the scorers {', '.join(request.scorer_names)} apply to none of the held-out cases: "
                                 "choose scorers that fit the data (validity applies to every case)")
     baseline = round(sum(a for a, _ in pairs) / len(pairs), 4)
     candidate_mean = round(sum(b for _, b in pairs) / len(pairs), 4)
@@ -308,7 +312,7 @@ def _open_run(settings: Settings, request: OptimizationRequest, data: TrainingDa
         })
         run_id = run.info.run_id
         params = {"prompt": request.prompt, "framework": request.framework, "optimizer": request.optimizer,
-                  "source": data.source[:500], "scorers": ",".join(request.scorers),
+                  "source": data.source[:500], "scorers": ",".join(request.scorer_names),
                   "max_lm_calls": request.max_lm_calls, "max_minutes": request.max_minutes,
                   "min_traces": request.min_traces, "evaluation_threshold": request.evaluation_threshold,
                   "held_out_fraction": request.held_out_fraction, "significance_test": request.significance,

@@ -22,15 +22,14 @@ from typing import Any
 
 from insight_mcp.agents.core.mlflow_store import open_client, unreachable
 from insight_mcp.agents.evaluation.agent_eval import (
-    KINDS,
     Case,
     CaseError,
     PromptKind,
-    input_value,
+    module_inputs,
     read_cases,
     validity_problem,
 )
-from insight_mcp.agents.evaluation.curation import TraceFilter, curate_dataset, fluent_mlflow
+from insight_mcp.agents.evaluation.curation import curate_dataset, fluent_mlflow
 from insight_mcp.agents.evaluation.runs import EvaluationError
 from insight_mcp.agents.optimization.model import OptimizationError, OptimizationRequest
 from insight_mcp.agents.settings import Settings
@@ -105,18 +104,23 @@ def _label(kind: PromptKind, inputs: dict[str, Any], answer: Any) -> str | None:
 def training_case(kind: PromptKind, inputs: dict[str, Any], expectations: dict[str, Any],
                   outputs: Any = None, tags: dict[str, str] | None = None) -> TrainingCase:
     """Sort one record into a demonstration, a negative or a plain case (see the module docstring)."""
+    from insight_mcp.agents.evaluation.user_prompts import answer_text
+
     tags = tags or {}
     rating = _rating(expectations)
-    answer = outputs.get("text") if isinstance(outputs, dict) else outputs if isinstance(outputs, str) else None
+    answer = answer_text(outputs)
     rejected = isinstance(outputs, dict) and outputs.get("accepted") is False
     negative = tags.get("insight.status") == "error" or rejected or (rating is not None and rating <= POOR_RATING)
     label = None
+    expectations = dict(expectations)
     if not negative:
         expected = expectations.get("expected_response")
         if isinstance(expected, str) and expected.strip():
             label = _label(kind, inputs, expected)
         elif answer is not None and (rating is None or rating >= GOOD_RATING):
             label = _label(kind, inputs, answer)
+            if label is not None and rating is not None:  # a person rated it good: the answer to expect
+                expectations["expected_response"] = label
     note = None
     if rating is not None:
         comment = expectations.get("rating_comment")
@@ -137,17 +141,16 @@ def _records(settings: Settings, dataset_id: str, limit: int) -> list[Any]:
 
 def _usable(kind: PromptKind, inputs: dict[str, Any]) -> bool:
     try:
-        input_value(inputs, kind)
+        module_inputs(inputs, kind)
     except CaseError:
         return False
     return True
 
 
-def load_training(settings: Settings, request: OptimizationRequest,
+def load_training(settings: Settings, request: OptimizationRequest, kind: PromptKind,
                   progress: Callable[[float, str], None] | None = None) -> TrainingData:
     """The request's cases, sorted; a traces source is curated into a dataset first (its id is kept)."""
     say = progress or (lambda fraction, message: None)
-    kind = KINDS[request.prompt]
     if request.dataset:
         name, dataset_id, cases = read_cases(settings, request.dataset, request.max_cases)
         if dataset_id is None:  # a JSONL file: expectations only
@@ -157,19 +160,19 @@ def load_training(settings: Settings, request: OptimizationRequest,
     else:
         since = request.since or ""
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-        short = request.prompt.removeprefix("insight.").replace("_", "-")
+        short = request.prompt.removeprefix("insight.").replace("_", "-")[:60]
         try:
             curated = curate_dataset(settings, name=f"insight-opt-{short}-{stamp}",
-                                     trace_filter=TraceFilter(prompt=request.prompt, since=since),
+                                     trace_filter=request.trace_filter(),
                                      size=request.max_cases, seed=request.seed,
                                      progress=lambda f, m: say(f * 0.8, m))
         except EvaluationError as exc:
             if _NO_TRACES.match(str(exc)) or "no traces yet" in str(exc):
-                return TrainingData(source=f"traces of {request.prompt} since {since} (none)", dataset_id=None,
+                return TrainingData(source=f"{request.traces_described} since {since} (none)", dataset_id=None,
                                     cases=[])
             raise
         dataset_id = curated.dataset_id
-        source = f"traces of {request.prompt} since {since}, curated into dataset {curated.name} ({dataset_id})"
+        source = f"{request.traces_described} since {since}, curated into dataset {curated.name} ({dataset_id})"
     records = _records(settings, dataset_id, request.max_cases)
     made = []
     for record in records:

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from insight_mcp.agents.evaluation.agent_eval import KINDS, ScorerName
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -65,7 +67,24 @@ class MonitoredAgent(BaseModel):
     experiment: str = Field("insight-narrative", description="MLflow experiment holding its traces.")
     tags: dict[str, str] = Field(default_factory=dict, description="Tag filter selecting its traces.")
     prompt: str = Field(description="The registered prompt the optimizer improves.")
-    scorer: str = Field("validity", description="The scorer the optimizer and the evaluation use.")
+    scorer: ScorerName | None = Field(
+        None, description="The scorer the optimizer judges answers with. Default: the prompt's own (validity and "
+                          "completeness for ours; validity and expected_response, against well-rated answers, for "
+                          "yours).")
+
+    def request_fields(self) -> dict[str, Any]:
+        """What optimize_prompt needs to learn from this agent: its scorer, and a user agent's experiment and tags."""
+        fields: dict[str, Any] = {"scorers": [self.scorer]} if self.scorer else {}
+        if self.prompt not in KINDS:  # ours are found by their prompt tag in our experiments
+            fields |= {"experiment": self.experiment, "trace_tags": dict(self.tags)}
+        return fields
+
+    @model_validator(mode="after")
+    def _own_agent_names_its_experiment(self) -> MonitoredAgent:
+        if self.prompt not in KINDS and "experiment" not in self.model_fields_set:
+            raise ValueError(f"{self.name}: {self.prompt} is your own agent's prompt: name the MLflow `experiment` "
+                             "its traces are logged to (and `tags` that select them)")
+        return self
 
     @field_validator("tags")
     @classmethod
@@ -113,7 +132,7 @@ class OnDemandOptimization(BaseModel):
                  if since_ms else None)
         return {"prompt": agent.prompt, "framework": self.framework, "optimizer": self.optimizer, "since": since,
                 "promotion": self.promotion, "evaluation_threshold": self.evaluation_threshold,
-                "max_lm_calls": self.max_lm_calls, "max_minutes": self.max_minutes}
+                "max_lm_calls": self.max_lm_calls, "max_minutes": self.max_minutes, **agent.request_fields()}
 
 
 class AgentConfig(BaseModel):
