@@ -180,9 +180,10 @@ def build_evaluation_server(settings: Settings, backend: SystemTables) -> Insigh
         seed: Annotated[int, Field(description="The same traces, size and seed give the same sample.")] = 7,
     ) -> Annotated[CallToolResult, Started]:
         """Build an MLflow evaluation dataset from traces of served calls and narrative LM calls (or of your own
-        agent's experiment): filter by agent, tool, prompt or tags, time window, success or failure and rating, then draw a seeded sample stratified by agent,
-        tool, status and rating. Ratings, their comments and expectation assessments become expectations; the filter
-        is kept in the dataset's tags. Starts a job and returns its handle at once.
+        agent's experiment): filter by agent, tool, prompt or tags, time window, success or failure and rating,
+        then draw a seeded sample stratified by agent, tool, status and rating. Ratings, their comments and
+        expectation assessments become expectations; the filter is kept in the dataset's tags. Starts a job and
+        returns its handle at once.
         """
         trace_filter = checked_filter(TraceFilter(agent=agent, tool=tool, prompt=prompt, since=since, until=until,
                                                   status=status, min_rating=min_rating, max_rating=max_rating,
