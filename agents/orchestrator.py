@@ -34,7 +34,7 @@ from insight_mcp.agents.reporting.model import (
 )
 from insight_mcp.agents.reporting.render import WrittenReports, check_folder, write_reports
 from insight_mcp.agents.security.model import Finding
-from insight_mcp.agents.security.rules import rule_set_version
+from insight_mcp.agents.security.rules import rule_files, rule_set_version
 from insight_mcp.agents.security.service import DEFAULT_WINDOW, SecurityAgent
 from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.version import VERSION
@@ -266,13 +266,15 @@ async def _pipeline(settings: Settings, backend: SystemTables, request: Analysis
         detection, security_outcome = outcomes["security"]
         overview, network_outcome = outcomes["network"]
         findings: list[Finding] = aggregate.deduplicate(detection.findings if detection else [])
-        network_rules = {path.stem for path in network.RULES_DIR.glob("*.yaml")}
+        network_rules = {path.stem for path in rule_files(network.RULES_DIR)}
         security_outcome.findings = sum(1 for f in findings if f.rule_id not in network_rules)
         network_outcome.findings = sum(1 for f in findings if f.rule_id in network_rules)
+        incidents = security.correlate(findings) if detection else []
         report = Report(
             report_id=report_id, generated_at=generated_at, since=since, until=until, backend=backend.kind,
             rule_set_version=rule_set_version(settings.detections), coverage=coverage,
-            agents=[security_outcome, network_outcome], counts=aggregate.count(findings), findings=findings,
+            agents=[security_outcome, network_outcome], counts=aggregate.count(findings), incidents=incidents,
+            findings=findings,
             principals=aggregate.principal_scores(findings), workspaces=aggregate.workspace_scores(findings),
             timeline=aggregate.timeline(findings, since, until), network=overview,
             narrative=Narrative(executive_summary="", network=""),

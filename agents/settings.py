@@ -62,6 +62,14 @@ class Suppression(BaseModel):
     )
 
 
+class IncidentSettings(BaseModel):
+    """When findings' accumulated risk about one entity becomes an incident (agents/security/incidents.py)."""
+
+    threshold: float = Field(100.0, gt=0, description="Risk within the window that raises an incident.")
+    window_hours: float = Field(24.0, gt=0, le=24 * 30, description="The rolling window risk accumulates over.")
+    workspace_factor: float = Field(4.0, ge=1, description="A workspace needs this many times the threshold.")
+
+
 class DetectionSettings(BaseModel):
     """Which rules run, with which parameters, and what is suppressed."""
 
@@ -72,6 +80,7 @@ class DetectionSettings(BaseModel):
     )
     suppression: Suppression = Field(default_factory=Suppression)
     max_evidence: int = Field(10, ge=1, le=100)
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
 
 
 class TracingSettings(BaseModel):

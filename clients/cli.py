@@ -288,9 +288,12 @@ def detect(
     min_severity: Annotated[str, typer.Option(help="info, low, medium, high or critical.")] = "low",
     category: Annotated[list[str] | None, typer.Option(help="Only this category (repeatable).")] = None,
     rule: Annotated[list[str] | None, typer.Option(help="Only this rule id (repeatable).")] = None,
+    incidents: Annotated[bool, typer.Option("--incidents", help="Correlate every rule's findings into incidents "
+                                                                "(accumulated risk per entity, known sequences) "
+                                                                "and print those instead.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the detection rules over a window and print the findings."""
+    """Run the detection rules over a window and print the findings, or with --incidents the incidents."""
     from insight_mcp.agents.ingestion.backend import BackendError
     from insight_mcp.agents.ingestion.engines import build_backend
     from insight_mcp.agents.security.compiler import RuleCompileError
@@ -299,10 +302,15 @@ def detect(
 
     settings = _settings(ctx)
 
+    if incidents and (category or rule):
+        fail("--incidents correlates every rule's findings: leave out --category and --rule")
+
     async def run() -> Any:
         backend = build_backend(settings)
         try:
             agent = SecurityAgent(settings, backend)
+            if incidents:
+                return await agent.incidents(since=since, until=until, min_severity=min_severity)
             return await agent.run(since=since, until=until, min_severity=min_severity, categories=category,
                                    rule_ids=rule)
         finally:
@@ -313,6 +321,9 @@ def detect(
             result = anyio.run(run)
     except (BackendError, SettingsError, RuleCompileError, RuleFileError, ValueError) as exc:
         fail(str(exc))
+    if incidents:
+        _print_incidents(*result, as_json=as_json)
+        return
     if as_json:
         print_json([f.model_dump(mode="json") for f in result.findings])
         return
@@ -327,6 +338,23 @@ def detect(
     for stat in result.stats:
         if stat.error:
             err.print(f"[yellow]rule {stat.rule_id} failed:[/] {stat.error}")
+
+
+def _print_incidents(run: Any, found: list[Any], *, as_json: bool) -> None:
+    """Incidents first, then what built each: its findings by rule and severity."""
+    if as_json:
+        print_json([i.model_dump(mode="json") for i in found])
+        return
+    grid = Table("severity", "kind", "entity", "score", "findings", "rules", "first seen", "id",
+                 title=(f"{len(found)} incidents from {len(run.findings)} findings, "
+                        f"{run.since:%Y-%m-%d %H:%M} to {run.until:%Y-%m-%d %H:%M}"))
+    for incident in found:
+        grid.add_row(incident.severity, incident.kind, f"{incident.entity_kind} {incident.entity}",
+                     f"{incident.score:g}", str(len(incident.findings)), ", ".join(incident.rules)[:60],
+                     f"{incident.first_seen:%Y-%m-%d %H:%M}", incident.id)
+    out.print(grid)
+    for incident in found:
+        out.print(f"[bold]{incident.id}[/] {incident.why}", highlight=False)
 
 
 @config_app.command("claude")

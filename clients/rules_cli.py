@@ -1,4 +1,5 @@
-"""`insight-mcp rules`: the detection rules as code a user can own, listed with their SQL or exported as files."""
+"""`insight-mcp rules`: the detection rules as code a user can own: listed with their SQL, tested against the cases
+beside them, or exported as files."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from insight_mcp.clients.cli_common import JsonOpt, fail, out, print_json, settings_of
+from insight_mcp.clients.cli_common import JsonOpt, fail, out, print_json, progress, settings_of
 
 rules_app = typer.Typer(no_args_is_help=True,
-                        help="The detection rules: list them with their SQL, export them as Databricks SQL files.")
+                        help="The detection rules: list them with their SQL, test them against their cases, export "
+                             "them as Databricks SQL files.")
 
 CategoryOpt = Annotated[str | None, typer.Option("--category", help="Only rules of this category.")]
 
@@ -72,3 +74,58 @@ def rules_export(
     for path in written:
         out.print(str(path), markup=False, highlight=False)
     out.print(f"{len(written)} rule(s) exported as {fmt} to {out_dir}", markup=False, highlight=False)
+
+
+STATUS_STYLE = {"passed": "green", "failed": "bold red"}
+
+
+@rules_app.command("test")
+def rules_test(
+    ctx: typer.Context,
+    folder: Annotated[Path | None, typer.Argument(
+        help="A folder of rule files (<id>.yaml) with their cases (<id>.cases.yaml). Default: the built-in rules "
+             "and your detections.rules_dir.", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run each rule's cases: every firing case must raise a finding, every near-miss none.
+
+    Fails (exit 1) when a case fails, or a rule lacks a firing or a near-miss case.
+    """
+    from insight_mcp.agents.security.rule_cases import check_folders, folders_to_test
+    from insight_mcp.agents.security.rules import RuleFileError
+
+    if folder is not None and not folder.is_dir():
+        fail(f"{folder} is not a folder: give the folder that holds your rule files (<id>.yaml)")
+    folders, detections = folders_to_test(settings_of(ctx).detections.rules_dir, folder)
+    try:
+        with progress(not as_json, "testing rules") as step:
+            report = check_folders(folders, detections, progress=step)
+    except (RuleFileError, ValueError) as exc:  # a rule file that cannot be read, named by file
+        fail(str(exc))
+    if not report.rules:
+        fail(f"no rule files in {', '.join(report.folders)}: a rule is <id>.yaml, its cases <id>.cases.yaml")
+    if as_json:
+        print_json(report.model_dump(mode="json"))
+        raise typer.Exit(0 if report.passed else 1)
+    table = Table(title=f"{len(report.rules)} rule(s), {report.scenarios_run} case(s) run")
+    for name in ("rule", "fires", "near-misses", "status"):
+        table.add_column(name, overflow="fold")
+    for r in report.rules:
+        style = STATUS_STYLE.get(r.status, "yellow")
+        table.add_row(r.rule_id, f"{r.fires_passed}/{r.fires_total}", f"{r.near_misses_passed}/{r.near_misses_total}",
+                      Text(r.status, style=style))
+    out.print(table)
+    failing = [r for r in report.rules if r.status != "passed"]
+    for r in failing:
+        for problem in r.problems:
+            out.print(f"{r.rule_id}: {problem}", markup=False, highlight=False)
+        for s in r.scenarios:
+            if not s.passed:
+                kind = "fires" if s.kind == "fires" else "near-miss"
+                out.print(f"{r.rule_id}: {kind} {s.name!r}: {s.reason}", markup=False, highlight=False)
+    if failing:
+        out.print(f"{len(failing)} of {len(report.rules)} rule(s) failed: {', '.join(r.rule_id for r in failing)}",
+                  markup=False, highlight=False)
+        raise typer.Exit(1)
+    out.print(f"all {len(report.rules)} rule(s) passed their {report.scenarios_run} case(s)", markup=False,
+              highlight=False)

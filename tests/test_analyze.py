@@ -60,6 +60,12 @@ def test_analysis_finds_the_planted_attacks_and_writes_every_requested_format(an
     assert all(a.status == "ok" for a in report.agents)
     assert sum(a.findings for a in report.agents) == report.counts.total
     assert {c.table for c in report.coverage if c.rows} >= {"system.access.audit", "system.compute.clusters"}
+    assert report.incidents, "the planted attacks add up to incidents"
+    finding_ids = {f.id for f in report.findings}
+    assert all({c.finding_id for c in i.findings} <= finding_ids for i in report.incidents)
+    markdown = Path(result.reports.paths["md"]).read_text()
+    assert markdown.index("## Incidents") < markdown.index("## Findings by severity"), "incidents lead"
+    assert report.incidents[0].id in markdown
     assert [s.stage for s in result.stages] == ["ingestion", "analysis", "aggregation", "narrative", "reports",
                                                 "alerts"]
     assert set(result.reports.paths) == {"md", "json", "html"}
@@ -93,7 +99,7 @@ def test_json_report_matches_the_published_schema(analysed) -> None:
     assert schema == Report.model_json_schema(mode="serialization"), "run `make docs` to publish the schema"
     document = json.loads(Path(result.reports.paths["json"]).read_text())
     jsonschema.validate(document, schema, format_checker=jsonschema.FormatChecker())
-    assert document["schema_version"] == "1.0.0"
+    assert document["schema_version"] == "1.1.0" and isinstance(document["incidents"], list)
     assert Report.model_validate(document) == result.report
 
 

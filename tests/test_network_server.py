@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rule_harness import build_workspace
 
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
 from insight_mcp.agents.network.analysis import ReferenceLists, classify_destination, classify_ip
+from insight_mcp.agents.security.case_workspace import build_workspace
 from insight_mcp.agents.settings import load_settings
 from insight_mcp.clients.client import ToolAnswer, ToolCallError, connect_in_process
 from insight_mcp.servers.network import build_network_server

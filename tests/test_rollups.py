@@ -14,10 +14,10 @@ import anyio
 import pytest
 import sqlglot
 import yaml
-from rule_harness import build_workspace, load_cases, scenario_tables
 
 from insight_mcp.agents.ingestion.catalog import TABLES
 from insight_mcp.agents.ingestion.generator import generate_workspace
+from insight_mcp.agents.security.case_workspace import build_workspace
 from insight_mcp.agents.security.compiler import (
     RuleCompileError,
     compile_rollup,
@@ -26,10 +26,11 @@ from insight_mcp.agents.security.compiler import (
 )
 from insight_mcp.agents.security.engine import WS, DetectionEngine
 from insight_mcp.agents.security.model import Finding, Rollup
+from insight_mcp.agents.security.rule_cases import cases_by_rule
 from insight_mcp.agents.security.rules import RuleFileError, builtin_rule_dirs, load_rollups, load_rules
 from insight_mcp.agents.settings import DetectionSettings
 
-CASES = load_cases()
+CASES = cases_by_rule(builtin_rule_dirs())
 RULES = {rule.id: rule for rule, _ in load_rules(builtin_rule_dirs())}
 ROLLUP_IDS = [rollup.id for rollup, _ in load_rollups()]
 
@@ -93,14 +94,13 @@ def test_some_rules_read_the_shared_history() -> None:
 def test_portable_sql_answers_like_the_shared_rollup_on_the_rule_cases(tmp_path: Path, rule_id: str) -> None:
     case = CASES[rule_id]
     agreed = 0
-    for i, scenario in enumerate(case["fires"] + case["near_misses"]):
-        workspace = build_workspace(tmp_path / f"ws{i}.duckdb", scenario_tables(scenario))
-        window = scenario.get("window") or case["window"]
+    for i, scenario in enumerate(case.fires + case.near_misses):
+        workspace = build_workspace(tmp_path / f"ws{i}.duckdb", scenario.tables)
+        window = case.window_of(scenario)
         folder = tmp_path / f"rules{i}"
         folder.mkdir()
-        agreed += _compare(workspace, rule_id, dt.datetime.fromisoformat(window["since"]),
-                           dt.datetime.fromisoformat(window["until"]), folder)
-    assert agreed >= len(case["fires"])  # every firing scenario gave at least one finding both ways
+        agreed += _compare(workspace, rule_id, window.since, window.until, folder)
+    assert agreed >= len(case.fires)  # every firing scenario gave at least one finding both ways
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,16 @@ import duckdb
 import pytest
 import sqlglot
 import yaml
-from rule_harness import build_workspace, load_cases, scenario_tables
 from sqlglot import exp
 from typer.testing import CliRunner
 
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
+from insight_mcp.agents.security.case_workspace import build_workspace
 from insight_mcp.agents.security.compiler import RUNTIME_PARAMS, rename_tables
 from insight_mcp.agents.security.engine import WS, DetectionEngine, baseline_start
 from insight_mcp.agents.security.export import ExportError, export_rules, portable_sql
-from insight_mcp.agents.security.rules import configured_rules
+from insight_mcp.agents.security.rule_cases import cases_by_rule
+from insight_mcp.agents.security.rules import builtin_rule_dirs, configured_rules
 from insight_mcp.agents.settings import DetectionSettings, Settings, load_settings
 from insight_mcp.agents.sql.dialect import compat_transforms
 from insight_mcp.agents.version import VERSION
@@ -34,7 +35,7 @@ from insight_mcp.clients.client import connect_in_process
 from insight_mcp.clients.typed import SecurityClient
 from insight_mcp.servers.security import build_security_server
 
-CASES = load_cases()
+CASES = cases_by_rule(builtin_rule_dirs())
 DISABLED = ["login_bypassing_sso"]
 
 
@@ -255,14 +256,13 @@ def test_exported_sql_finds_what_the_engine_finds_on_the_rule_cases(tmp_path: Pa
     case = CASES[rule_id]
     settings = _settings(tmp_path)
     found = 0
-    for i, scenario in enumerate(case["fires"] + case["near_misses"][:2]):
+    for i, scenario in enumerate(case.fires + case.near_misses[:2]):
         folder = tmp_path / f"s{i}"
         folder.mkdir()
-        workspace = build_workspace(folder / "ws.duckdb", scenario_tables(scenario))
-        window = scenario.get("window") or case["window"]
-        found += _agree(workspace, rule_id, dt.datetime.fromisoformat(window["since"]),
-                        dt.datetime.fromisoformat(window["until"]), settings, folder / "export")
-    assert found >= len(case["fires"])  # the firing scenarios fired both ways
+        workspace = build_workspace(folder / "ws.duckdb", scenario.tables)
+        window = case.window_of(scenario)
+        found += _agree(workspace, rule_id, window.since, window.until, settings, folder / "export")
+    assert found >= len(case.fires)  # the firing scenarios fired both ways
 
 
 @pytest.mark.parametrize(("rule_id", "fires"), [

@@ -60,7 +60,7 @@ def test_the_latest_report_is_scored_per_agent_and_overall(analysed: tuple[Setti
     import mlflow
 
     from insight_mcp.agents.network import RULES_DIR
-    from insight_mcp.agents.security.rules import configured_rules
+    from insight_mcp.agents.security.rules import configured_rules, rule_files
 
     settings, report = analysed
     scores = scored(settings, demo_workspace)
@@ -70,7 +70,7 @@ def test_the_latest_report_is_scored_per_agent_and_overall(analysed: tuple[Setti
 
     # accuracy is the F1 of the agent's own findings against the labels of its categories, inside the window
     labels = anyio.run(lambda: labels_from_backend(DuckDBSystemTables(demo_workspace), settings.query))
-    network_rules = {p.stem for p in RULES_DIR.glob("*.yaml")}
+    network_rules = {p.stem for p in rule_files(RULES_DIR)}
     security_findings = [f for f in report.findings if f.rule_id not in network_rules]
     since, until = report.since - dt.timedelta(days=1), report.until + dt.timedelta(days=1)
     in_window = [lab for lab in labels if lab.last_seen >= since and lab.first_seen < until]

@@ -9,9 +9,9 @@ from typing import Any
 
 import anyio
 import pytest
-from rule_harness import build_workspace
 
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
+from insight_mcp.agents.security.case_workspace import build_workspace
 from insight_mcp.agents.security.compiler import RuleCompileError
 from insight_mcp.agents.security.engine import DetectionEngine
 from insight_mcp.agents.security.rules import RuleFileError

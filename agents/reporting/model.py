@@ -7,9 +7,10 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from insight_mcp.agents.core.timestamps import UtcDateTime
+from insight_mcp.agents.security.incidents import Incident
 from insight_mcp.agents.security.model import Finding
 
-REPORT_SCHEMA_VERSION = "1.0.0"
+REPORT_SCHEMA_VERSION = "1.1.0"
 REPORT_FORMATS = ("md", "json", "html")
 
 
@@ -96,7 +97,7 @@ class Narrative(BaseModel):
 class Report(BaseModel):
     """One analysis of one window: what was checked, what was found, and what it means."""
 
-    schema_version: Literal["1.0.0"] = REPORT_SCHEMA_VERSION
+    schema_version: Literal["1.1.0"] = REPORT_SCHEMA_VERSION
     report_id: str = Field(description="Unique per analysis; also the MLflow run's name.")
     generated_at: UtcDateTime
     since: UtcDateTime
@@ -106,6 +107,9 @@ class Report(BaseModel):
     coverage: list[TableCoverage]
     agents: list[AgentOutcome]
     counts: SeverityCounts
+    incidents: list[Incident] = Field(default_factory=list, description="Correlated findings and completed "
+                                                                         "sequences, most severe first: what "
+                                                                         "deserves a person (schema 1.1.0).")
     findings: list[Finding] = Field(description="De-duplicated, most severe first.")
     principals: list[PrincipalScore] = Field(description="Riskiest first.")
     workspaces: list[WorkspaceScore] = Field(description="Riskiest first.")

@@ -12,11 +12,15 @@ class RuleInfo(BaseModel):
     title: str
     category: str
     severity: str
+    kind: str = Field("rule", description="rule, or sequence: an ordered chain of steps, an incident when it "
+                                          "completes (its steps are in the description).")
+    fidelity: str = "medium"
     mitre: list[str]
     threat_model: str
     tables: list[str]
     parameters: dict[str, object]
     description: str
+    false_positives: str = Field("", description="When it fires on benign activity, and what to check.")
     sql: str | None = Field(
         None, description="The rule's portable Databricks SQL: parameters bound, shared rollups inlined as CTEs, "
                           "only :since, :until and :baseline_start left to set. Only with include_sql.",

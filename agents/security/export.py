@@ -149,8 +149,9 @@ def rule_catalog(settings: Settings, *, category: str | None = None, include_sql
         compiler = _Compiler(config, known)
         sql = {rule.id: compiler.portable(rule, path).sql for rule, path in chosen}
     rules = [
-        RuleInfo(id=r.id, title=r.title, category=r.category, severity=r.severity, mitre=r.mitre,
-                 threat_model=r.threat_model, tables=r.tables,
+        RuleInfo(id=r.id, title=r.title, category=r.category, severity=r.severity, kind=r.kind, fidelity=r.fidelity,
+                 mitre=r.mitre, threat_model=r.threat_model, tables=r.tables,
+                 false_positives=" ".join(r.false_positives.split()),
                  parameters={k: config.parameters.get(r.id, {}).get(k, p.default if p.from_file is None
                                                                      else f"<list from {p.from_file}>")
                              for k, p in r.parameters.items()},

@@ -77,6 +77,9 @@ class Rule(BaseModel):
     dedup_window_hours: int = Field(24, ge=1, le=24 * 90)
     false_positives: str = ""
     recommendation: str = Field(min_length=5)
+    risk: float | None = Field(None, ge=0, le=1000, description="Risk each finding adds to the entities it names; "
+                                                                "default from severity and fidelity.")
+    kind: Literal["rule", "sequence"] = Field("rule", description="sequence: compiled from a file of steps.")
     query: str = Field(min_length=20)
 
     @field_validator("mitre")

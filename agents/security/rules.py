@@ -6,16 +6,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from insight_mcp.agents.security.model import Rollup, Rule
 from insight_mcp.agents.settings import DetectionSettings
 
 SECURITY_RULES = Path(__file__).parent / "rules"
 ROLLUPS = Path(__file__).parent / "rollups"
+SEQUENCES = Path(__file__).parent / "sequences"
 
 
-M = TypeVar("M", Rule, Rollup)
+M = TypeVar("M", bound=BaseModel)
+
+CASES_SUFFIXES = (".cases.yaml", ".cases.yml")  # a rule's test cases, beside it: <id>.cases.yaml
 
 
 class RuleFileError(ValueError):
@@ -23,15 +26,31 @@ class RuleFileError(ValueError):
 
 
 def builtin_rule_dirs() -> list[Path]:
-    """The rule folders shipped with the suite: security and network."""
+    """The rule folders shipped with the suite: security, network, and the sequences."""
     from insight_mcp.agents.network import RULES_DIR as NETWORK_RULES
 
-    return [SECURITY_RULES, NETWORK_RULES]
+    return [SECURITY_RULES, NETWORK_RULES, SEQUENCES]
+
+
+def is_cases_file(path: Path) -> bool:
+    """A rule's test cases sit beside it as <id>.cases.yaml: data for `rules test`, never a rule."""
+    return path.name.endswith(CASES_SUFFIXES)
+
+
+def rule_files(folder: Path) -> list[Path]:
+    """The rule (or rollup) files of a folder, by name, without the case files beside them."""
+    return [path for path in sorted(folder.glob("*.y*ml")) if not is_cases_file(path)]
+
+
+def read_yaml(path: Path) -> Any:
+    """One YAML file through libyaml when present: engines and case runs read every rule file, often."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path)
     except yaml.YAMLError as exc:
         raise RuleFileError(f"{path.name}: not valid YAML: {exc}") from None
     except OSError as exc:
@@ -48,19 +67,24 @@ def _validated(model: type[M], path: Path) -> M:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "(file)"
         raise RuleFileError(f"{path.name}: field '{field}': {err['msg']}") from None
-    if item.id != path.stem:
-        raise RuleFileError(f"{path.name}: field 'id' is {item.id!r} but the file must be named after it")
+    named = getattr(item, "id", None)
+    if named != path.stem:
+        raise RuleFileError(f"{path.name}: field 'id' is {named!r} but the file must be named after it")
     return item
 
 
 def load_rule_file(path: Path) -> Rule:
-    """Read and validate one rule file."""
+    """Read and validate one rule file; a sequence file (steps instead of a query) becomes the rule it compiles to."""
+    from insight_mcp.agents.security.sequence_compiler import Sequence, is_sequence, to_rule
+
+    if is_sequence(_read_mapping(path)):
+        return to_rule(_validated(Sequence, path))
     return _validated(Rule, path)
 
 
 def load_rollups(folder: Path = ROLLUPS) -> list[tuple[Rollup, Path]]:
     """The shared rollups rules may read by name."""
-    return [(_validated(Rollup, path), path) for path in sorted(folder.glob("*.y*ml"))]
+    return [(_validated(Rollup, path), path) for path in rule_files(folder)]
 
 
 def load_rules(folders: list[Path]) -> list[tuple[Rule, Path]]:
@@ -70,7 +94,7 @@ def load_rules(folders: list[Path]) -> list[tuple[Rule, Path]]:
     for folder in folders:
         if not folder.is_dir():
             raise RuleFileError(f"rule folder {folder} does not exist")
-        for path in sorted(folder.glob("*.y*ml")):
+        for path in rule_files(folder):
             rule = load_rule_file(path)
             if rule.id in seen:
                 raise RuleFileError(f"{path.name}: id {rule.id!r} is already defined in {seen[rule.id]}")
@@ -95,7 +119,9 @@ def rule_set_version(settings: DetectionSettings) -> str:
     for folder in folders:
         if not folder.is_dir():
             continue
-        for path in sorted(p for p in folder.rglob("*") if p.suffix in {".yaml", ".yml", ".txt"}):
+        # Case files are left out: they test a rule and change nothing it finds.
+        for path in sorted(p for p in folder.rglob("*")
+                           if p.suffix in {".yaml", ".yml", ".txt"} and not is_cases_file(p)):
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(json.dumps({"disabled": sorted(settings.disabled_rules), "parameters": settings.parameters},
                              sort_keys=True, default=str).encode())

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections import OrderedDict
 
 from insight_mcp.agents.ingestion.backend import SystemTables
 from insight_mcp.agents.ingestion.explore import InvalidArgument, resolve_window
 from insight_mcp.agents.security.engine import DetectionEngine, DetectionRun
+from insight_mcp.agents.security.incidents import Incident, correlate
 from insight_mcp.agents.security.model import CATEGORIES, SEVERITIES, Finding
 from insight_mcp.agents.security.risk import FindingStore
 from insight_mcp.agents.settings import Settings, SettingsError
 
 DEFAULT_WINDOW = dt.timedelta(days=7)
+MAX_INCIDENTS = 2000
 
 
 class SecurityAgent:
@@ -24,6 +27,7 @@ class SecurityAgent:
         self.store = FindingStore()
         self._engine: DetectionEngine | None = None
         self._lock = threading.Lock()
+        self._incidents: OrderedDict[str, Incident] = OrderedDict()  # the newest MAX_INCIDENTS, for get_incident
 
     def engine(self) -> DetectionEngine:
         """Build the engine on first use: the workspace may be created after the server starts."""
@@ -64,6 +68,36 @@ class SecurityAgent:
             raise InvalidArgument(str(exc)) from None
         self.store.add(run.findings)
         return run
+
+    async def incidents(self, *, since: str | None = None, until: str | None = None,
+                        min_severity: str = "low") -> tuple[DetectionRun, list[Incident]]:
+        """Every rule over the window, its findings correlated into incidents (remembered for get_incident)."""
+        run = await self.run(since=since, until=until, min_severity="info")
+        found = self.correlate(run.findings)
+        wanted = SEVERITIES.index(min_severity) if min_severity in SEVERITIES else 0
+        return run, [i for i in found if SEVERITIES.index(i.severity) >= wanted]
+
+    def correlate(self, findings: list[Finding]) -> list[Incident]:
+        """The incidents these findings raise with the engine's rules, remembered for get_incident."""
+        rules = {rule_id: compiled.rule for rule_id, compiled in self.engine().rules.items()}
+        found = correlate(findings, rules, self.settings.detections.incidents)
+        with self._lock:
+            for incident in found:
+                self._incidents[incident.id] = incident
+                self._incidents.move_to_end(incident.id)
+            while len(self._incidents) > MAX_INCIDENTS:
+                self._incidents.popitem(last=False)
+        return found
+
+    async def incident(self, incident_id: str) -> Incident | None:
+        """An incident by id; one this process has not seen is looked for in the default window."""
+        with self._lock:
+            found = self._incidents.get(incident_id)
+        if found is None:
+            await self.incidents()
+            with self._lock:
+                found = self._incidents.get(incident_id)
+        return found
 
     async def find(self, finding_id: str) -> Finding | None:
         """A finding by id; one this process has not seen yet is looked for in the default window.

@@ -1,38 +1,23 @@
-"""Per-rule cases as data: events that must fire a rule and near-misses that must not, in a real workspace file.
+"""A real workspace file built from a rule case's rows: audit shorthand expanded, other tables by column name.
 
-A case file `tests/rule_cases/<rule_id>.yaml` holds:
-
-    window: {since: "2026-11-10T00:00:00", until: "2026-11-11T00:00:00"}
-    fires:                      # each scenario must produce a finding of this rule for `expect.principal`
-      - name: twenty failures in ten minutes
-        expect: {principal: mallory@corp.example}
-        audit:
-          - {t: "2026-11-10T10:00:00", email: mallory@corp.example, ip: 203.0.113.9, service: accounts,
-             action: login, status: 401, repeat: 20, every_seconds: 30}
-    near_misses:                # each scenario must produce no finding of this rule
-      - name: five failures
-        audit: [...]
-
-Audit shorthand keys: t, email, ip, service, action, status, error, params (map), ua, session, ws, run_by,
-repeat, every_seconds, vary_ip (append the repeat index to the last octet), vary_params (a key whose value gets the
-repeat index appended). Other tables (`clusters`, `query_history`, `outbound_network`, `inbound_network`,
-`billing`) take rows with their real column names; nested columns as mappings; `repeat`/`every_seconds` work too,
-shifting the table's time column.
+Audit shorthand keys: t, email, ip, service, action, status, error, params (map), ua, session, ws, level, run_by,
+run_as, repeat, every_seconds, vary_ip (append the repeat index to the last octet), vary_params (a key whose value
+gets the repeat index appended). Other tables take rows with their real column names, nested columns as mappings;
+`t`, `repeat` and `every_seconds` work there too, shifting the table's time column.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import yaml
 
 from insight_mcp.agents.ingestion.catalog import TABLES, get_table
 
-CASES = Path(__file__).parent / "rule_cases"
 SHORT_TABLES = {
     "audit": "system.access.audit",
     "clusters": "system.compute.clusters",
@@ -41,6 +26,21 @@ SHORT_TABLES = {
     "inbound_network": "system.access.inbound_network",
     "billing": "system.billing.usage",
 }
+REPEAT_KEYS = frozenset({"t", "repeat", "every_seconds"})
+AUDIT_KEYS = REPEAT_KEYS | {"event_time", "email", "ip", "service", "action", "status", "error", "params", "ua",
+                            "session", "ws", "level", "run_by", "run_as", "vary_ip", "vary_params"}
+
+
+def table_name(key: str) -> str:
+    """The catalog name of a scenario's table section: a short name (`audit`) or the full one."""
+    return SHORT_TABLES.get(key, key)
+
+
+def allowed_keys(table: str) -> frozenset[str]:
+    """The keys a row of this table may hold in a case file: audit shorthand, or column names plus repetition."""
+    if table == "system.access.audit":
+        return AUDIT_KEYS
+    return REPEAT_KEYS | {c.name for c in get_table(table).columns}
 
 
 def _ts(value: Any) -> dt.datetime:
@@ -87,7 +87,7 @@ def _expand(table: str, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if table == "system.access.audit":
                 rows.append(_audit_row(spec, len(rows), when))
                 continue
-            row = {k: v for k, v in spec.items() if k not in {"t", "repeat", "every_seconds"}}
+            row = {k: v for k, v in spec.items() if k not in REPEAT_KEYS}
             row[spec_table.time_column] = when
             for key in spec_table.event_key:
                 if key not in row or (repeat > 1 and key != spec_table.time_column):
@@ -108,39 +108,43 @@ def _to_param(value: Any, duck_type: str) -> Any:
     return value
 
 
-def build_workspace(path: Path, tables: dict[str, list[dict[str, Any]]]) -> Path:
-    """A workspace file with every catalog table, holding the expanded rows of a scenario."""
+def empty_workspace(path: Path) -> Path:
+    """A workspace file with every catalog table and no rows: copied per scenario, it saves creating them each time."""
     con = duckdb.connect(str(path))
-    for spec in TABLES.values():
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {spec.schema_name}")
-        con.execute(spec.create_sql())
-    for short, specs in tables.items():
-        table = SHORT_TABLES.get(short, short)
-        spec = get_table(table)
-        rows = _expand(table, specs)
-        if not rows:
-            continue
-        types = {c.name: c.duckdb_type for c in spec.columns}
-        columns = sorted({k for r in rows for k in r})
-        unknown = set(columns) - set(types)
-        if unknown:
-            raise ValueError(f"{table} has no columns {sorted(unknown)}")
-        # Derived dates follow their timestamps unless given.
-        placeholders = ", ".join("?" for _ in columns)
-        names = ", ".join(f'"{c}"' for c in columns)
-        con.executemany(
-            f"INSERT INTO {spec.local_name} ({names}) VALUES ({placeholders})",
-            [[_to_param(r.get(c), types[c]) for c in columns] for r in rows],
-        )
-    con.close()
+    try:
+        for spec in TABLES.values():
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {spec.schema_name}")
+            con.execute(spec.create_sql())
+    finally:
+        con.close()
     return path
 
 
-def load_cases() -> dict[str, dict[str, Any]]:
-    """Every case file, by rule id."""
-    return {p.stem: yaml.safe_load(p.read_text()) for p in sorted(CASES.glob("*.yaml"))}
-
-
-def scenario_tables(scenario: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """The table sections of one scenario."""
-    return {k: v for k, v in scenario.items() if k in SHORT_TABLES or k.startswith("system.")}
+def build_workspace(path: Path, tables: dict[str, list[dict[str, Any]]], template: Path | None = None) -> Path:
+    """A workspace file with every catalog table, holding the expanded rows of one scenario."""
+    if template is None:
+        empty_workspace(path)
+    else:
+        shutil.copyfile(template, path)
+    con = duckdb.connect(str(path))
+    try:
+        for key, specs in tables.items():
+            table = table_name(key)
+            spec = get_table(table)
+            rows = _expand(table, specs)
+            if not rows:
+                continue
+            types = {c.name: c.duckdb_type for c in spec.columns}
+            columns = sorted({k for r in rows for k in r})
+            unknown = set(columns) - set(types)
+            if unknown:
+                raise ValueError(f"{table} has no columns {sorted(unknown)}")
+            placeholders = ", ".join("?" for _ in columns)
+            names = ", ".join(f'"{c}"' for c in columns)
+            con.executemany(
+                f"INSERT INTO {spec.local_name} ({names}) VALUES ({placeholders})",
+                [[_to_param(r.get(c), types[c]) for c in columns] for r in rows],
+            )
+    finally:
+        con.close()
+    return path
