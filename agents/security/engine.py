@@ -27,6 +27,7 @@ from insight_mcp.agents.security.compiler import (
     compile_rule,
     rollup_table,
 )
+from insight_mcp.agents.security.episodes import merge_episodes
 from insight_mcp.agents.security.model import (
     SEVERITY_RANK,
     Evidence,
@@ -319,7 +320,9 @@ class DetectionEngine:
                 existing = findings.get(finding.id)
                 if existing is None or finding.event_count > existing.event_count:
                     findings[finding.id] = finding
-        ordered = sorted(findings.values(), key=lambda f: (-SEVERITY_RANK[f.severity], f.first_seen, f.rule_id))
+        windows = {c.rule.id: c.rule.dedup_window_hours for c in chosen}
+        episodes = merge_episodes(list(findings.values()), windows, max_evidence=self.config.max_evidence)
+        ordered = sorted(episodes, key=lambda f: (-SEVERITY_RANK[f.severity], f.first_seen, f.rule_id))
         stats = sorted((s for _, _, s in results), key=lambda s: -s.ms)
         return DetectionRun(since=since, until=until, findings=ordered, suppressed=suppressed, rules_run=len(chosen),
                             stats=stats, skipped=self.skipped, slice_ms=round(slice_ms, 2),

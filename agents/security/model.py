@@ -125,6 +125,8 @@ class Finding(BaseModel):
     first_seen: UtcDateTime
     last_seen: UtcDateTime
     event_count: int
+    occurrences: int = Field(1, ge=1, description="Detections merged into this one: the same rule, principal and "
+                                                  "evidence recurring within the rule's dedup window.")
     evidence: Evidence
     mitre: list[str]
     recommendation: str
