@@ -313,7 +313,7 @@ async def _alerts(settings: Settings, report: Report, written: WrittenReports, w
 
     store = StateStore(settings.state_path)
     queued = await alerts.aqueue_alerts(report.findings, config, store, report_id=report.report_id,
-                                        report_paths=written.paths)
+                                        report_paths=written.paths, incidents=report.incidents)
     delivered = await alerts.adeliver_due(config, store)
     errors = [o.error for o in delivered.outcomes if o.status != "sent" and o.error]
     detail = None

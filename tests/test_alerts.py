@@ -282,6 +282,33 @@ def test_only_findings_at_or_above_min_severity_are_queued(receiver: Receiver, s
     assert sorted(json.loads(r.body)["alert"]["severity"] for r in receiver.requests) == ["critical", "high"]
 
 
+def test_an_incident_is_alerted_first_and_once_instead_of_its_findings(smtp: SmtpServer, store: StateStore) -> None:
+    from insight_mcp.agents.security.incidents import correlate
+    from insight_mcp.agents.security.model import Rule
+    from insight_mcp.agents.settings import IncidentSettings
+
+    weak = [make_finding(0, severity="medium", principal="eve@example.com"),
+            make_finding(1, severity="high", principal="eve@example.com").model_copy(
+                update={"id": "f-0000000000000000000b", "rule_id": "token_no_expiry"})]
+    loud = make_finding(2, severity="critical", principal="mallory@example.com")
+    rules = {r: Rule(id=r, title="a rule", description="a rule for the test", category="brute_force",
+                     severity="high", threat_model="account_takeover", tables=["system.access.audit"],
+                     recommendation="look into it", query="SELECT 1 AS principal FROM system.access.audit")
+             for r in ("brute_force_login", "token_no_expiry")}
+    (incident,) = correlate(weak, rules, IncidentSettings(threshold=90))
+    settings = alert_settings(smtp_port=smtp.port)
+    first = queue_alerts([*weak, loud], settings, store, now=T0, incidents=[incident])
+    assert first.queued == 2, "the incident and the critical finding no incident covers"
+    again = queue_alerts([*weak, loud], settings, store, now=T0, incidents=[incident])
+    assert (again.queued, again.already_alerted) == (0, 2)
+    deliver_due(settings, store, now=T0)
+    subjects = [m["Subject"] for m in smtp.mailbox.messages]
+    assert subjects[0].startswith("[insight-mcp] HIGH: Incident: 2 findings from 2 rules about principal")
+    assert subjects[1] == f"[insight-mcp] CRITICAL: {loud.title}"
+    body = smtp.mailbox.messages[0].get_content()
+    assert incident.id in body and "f-0000000000000000000b" in body and incident.why in body
+
+
 def test_nothing_is_queued_when_disabled_or_no_channel_is_configured(smtp: SmtpServer, store: StateStore) -> None:
     finding = make_finding(severity="critical")
     off = queue_alerts([finding], alert_settings(smtp_port=smtp.port, enabled=False), store, now=T0)

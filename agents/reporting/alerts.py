@@ -29,7 +29,8 @@ from insight_mcp.agents.reporting.outbox import (
     outbox_depth,
     requeue_failed,
 )
-from insight_mcp.agents.security.model import SEVERITY_RANK, Finding
+from insight_mcp.agents.security.incidents import Incident
+from insight_mcp.agents.security.model import SEVERITY_RANK, Evidence, Finding
 from insight_mcp.agents.settings import AlertSettings
 
 __all__ = [
@@ -78,15 +79,37 @@ def _now(now: dt.datetime | None) -> dt.datetime:
     return as_utc(now) if now is not None else dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def incident_alert(incident: Incident) -> Finding:
+    """An incident as the alert channels carry it: its entity, why, the findings that built it, and their events."""
+    parts = incident.findings
+    return Finding(
+        id=incident.id, rule_id=f"incident:{incident.kind}", category=parts[0].category,
+        severity=incident.severity, title=f"Incident: {incident.title}", principal=incident.entity,
+        workspace_id=None, first_seen=incident.first_seen, last_seen=incident.last_seen,
+        event_count=sum(c.event_count for c in parts),
+        evidence=Evidence(event_ids=incident.event_ids[:10], fields={
+            "why": incident.why, "entity": f"{incident.entity_kind} {incident.entity}",
+            "risk": f"{incident.score:g} (threshold {incident.threshold:g})",
+            "findings": [f"{c.severity} {c.rule_id} {c.finding_id}" for c in parts][:10],
+            "principals": incident.principals[:10]}),
+        mitre=incident.mitre,
+        recommendation=("Investigate the findings below together, most severe first (get_incident or the report "
+                        f"shows each one's evidence); the incident id is {incident.id}."),
+        threat_model="correlated")
+
+
 def queue_alerts(
     findings: list[Finding], settings: AlertSettings, store: StateStore, *,
     report_id: str | None = None, report_paths: dict[str, str] | None = None, now: dt.datetime | None = None,
+    incidents: list[Incident] | None = None,
 ) -> QueueResult:
-    """Put each severe-enough finding in the outbox once per channel, however many runs report it."""
+    """Put each incident, then each severe-enough finding no incident covers, in the outbox once per channel."""
     channels = configured_channels(settings) if settings.enabled else []
     threshold = SEVERITY_RANK[settings.min_severity]
-    severe = [f for f in findings if SEVERITY_RANK[f.severity] >= threshold]
-    below = len(findings) - len(severe)
+    covered = {c.finding_id for i in incidents or [] for c in i.findings}
+    severe = [incident_alert(i) for i in incidents or []]
+    severe += [f for f in findings if SEVERITY_RANK[f.severity] >= threshold and f.id not in covered]
+    below = sum(1 for f in findings if SEVERITY_RANK[f.severity] < threshold)
     items = [
         (channel, one_line(f.title, 300),
          AlertPayload(finding=f, report_id=report_id, report_paths=dict(report_paths or {})))
@@ -146,10 +169,11 @@ def _attempt(held: outbox.Claim, settings: AlertSettings, store: StateStore, now
 async def aqueue_alerts(
     findings: list[Finding], settings: AlertSettings, store: StateStore, *,
     report_id: str | None = None, report_paths: dict[str, str] | None = None, now: dt.datetime | None = None,
+    incidents: list[Incident] | None = None,
 ) -> QueueResult:
     """queue_alerts in a worker thread, for the async pipeline."""
     call = functools.partial(queue_alerts, findings, settings, store, report_id=report_id,
-                             report_paths=report_paths, now=now)
+                             report_paths=report_paths, now=now, incidents=incidents)
     return await anyio.to_thread.run_sync(call)
 
 

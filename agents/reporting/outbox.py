@@ -112,9 +112,10 @@ def _due_params(now: dt.datetime, force: bool) -> dict[str, object]:
 
 
 def due_ids(store: StateStore, now: dt.datetime, *, force: bool) -> list[str]:
-    """Alerts a drain should try now, oldest first: queued and due (or all queued when forced), or stale leases."""
+    """Alerts a drain should try now, oldest first and incidents first: queued and due (or all when forced), or stale
+    leases."""
     with store.transaction() as conn:
-        rows = conn.execute(f"SELECT id FROM alerts WHERE {_DUE} ORDER BY created_at, id",
+        rows = conn.execute(f"SELECT id FROM alerts WHERE {_DUE} ORDER BY created_at, finding_id NOT LIKE 'inc-%', id",
                             _due_params(now, force)).fetchall()
     return [row["id"] for row in rows]
 

@@ -43,6 +43,7 @@ class Contribution(BaseModel):
 
     finding_id: str
     rule_id: str
+    category: str
     title: str
     severity: str
     kind: str = Field(description="rule or sequence")
@@ -167,7 +168,8 @@ def _build(kind: IncidentKind, entity_kind: EntityKind, entity: str, hits: list[
         rules=list(dict.fromkeys(f.rule_id for f in findings)),
         mitre=sorted({m for f in findings for m in f.mitre}),
         principals=list(dict.fromkeys(f.principal for f in findings if f.principal)),
-        findings=[Contribution(finding_id=f.id, rule_id=f.rule_id, title=f.title, severity=f.severity,
+        findings=[Contribution(finding_id=f.id, rule_id=f.rule_id, category=f.category, title=f.title,
+                               severity=f.severity,
                                kind=rules[f.rule_id].kind if f.rule_id in rules else "rule", principal=f.principal,
                                first_seen=f.first_seen, last_seen=f.last_seen, event_count=f.event_count,
                                risk=round(risk_of[f.id], 1)) for f in findings],
