@@ -237,7 +237,9 @@ def test_analysis_alerts_by_email_once_across_runs_and_queues_when_smtp_is_down(
     settings = _settings(tmp_path, demo_workspace, alerts={"min_severity": "critical", "smtp": {
         "host": "127.0.0.1", "port": port, "recipients": ["soc@corp.example"]}})
     down = _analyze(settings, formats=["json"])  # nobody listens on the port yet
-    critical = [f for f in down.report.findings if f.severity == "critical"]
+    incidents = [i for i in down.report.incidents if i.severity == "critical"]  # incidents first, then the rest
+    covered = {c.finding_id for i in incidents for c in i.findings}
+    critical = [*incidents, *(f for f in down.report.findings if f.severity == "critical" and f.id not in covered)]
     assert critical and down.alerts.status == "queued" and down.alerts.pending == len(critical)
     assert "127.0.0.1" in (down.alerts.detail or "")
     queued = list_alerts(StateStore(settings.state_path), status="queued")

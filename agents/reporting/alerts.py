@@ -103,11 +103,12 @@ def queue_alerts(
     report_id: str | None = None, report_paths: dict[str, str] | None = None, now: dt.datetime | None = None,
     incidents: list[Incident] | None = None,
 ) -> QueueResult:
-    """Put each incident, then each severe-enough finding no incident covers, in the outbox once per channel."""
+    """Put each severe-enough incident, then each severe-enough finding none covers, in the outbox once per channel."""
     channels = configured_channels(settings) if settings.enabled else []
     threshold = SEVERITY_RANK[settings.min_severity]
-    covered = {c.finding_id for i in incidents or [] for c in i.findings}
-    severe = [incident_alert(i) for i in incidents or []]
+    alerted = [i for i in incidents or [] if SEVERITY_RANK[i.severity] >= threshold]
+    covered = {c.finding_id for i in alerted for c in i.findings}
+    severe = [incident_alert(i) for i in alerted]
     severe += [f for f in findings if SEVERITY_RANK[f.severity] >= threshold and f.id not in covered]
     below = sum(1 for f in findings if SEVERITY_RANK[f.severity] < threshold)
     items = [
