@@ -123,6 +123,17 @@ def test_a_failing_case_fails_the_run_with_its_reason(tmp_path: Path) -> None:
     assert row.split("│")[2:5] == [" 1/2   ", " 1/2         ", " failed "], row
 
 
+def test_a_case_can_require_the_findings_severity(tmp_path: Path) -> None:
+    wrong = {**FIRES, "name": "reported high", "expect": {"principal": "mallory@corp.example", "severity": "high"}}
+    right = {**FIRES, "name": "reported low", "expect": {"principal": "mallory@corp.example", "severity": "low"}}
+    mine = _rule(tmp_path / "mine", "my_failed_signins", {"window": WINDOW, "fires": [right, wrong],
+                                                          "near_misses": [NEAR_MISS]})
+    result = _cli(tmp_path, ["rules", "test", str(mine)])
+    assert result.exit_code == 1, result.output
+    assert "fires 'reported high': fired for mallory@corp.example at low, not high" in result.output
+    assert "reported low" not in result.output.split("failed:")[-1]
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("window: {since: 2026-11-10\nfires: [\n", "not valid YAML at line 2, column 6: did not find expected"),
     ("- just\n- a list\n", "a case file holds a mapping with fires: and near_misses:"),

@@ -75,6 +75,8 @@ class Expectation(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     principal: str = Field(min_length=1, description="Compared case-insensitively with each finding's principal.")
+    severity: Literal["info", "low", "medium", "high", "critical"] | None = Field(
+        None, description="When set, the finding for the principal must have this severity.")
 
 
 class Scenario(BaseModel):
@@ -301,6 +303,11 @@ def _judge(kind: Kind, scenario: Scenario, findings: list[Finding]) -> ScenarioR
         got = f"it named {', '.join(named)}" if named else "no finding"
         return ScenarioResult(kind=kind, name=scenario.name, passed=False,
                               reason=f"did not fire for {expected}: {got}")
+    wanted = scenario.expect.severity if scenario.expect else None
+    severities = sorted({f.severity for f in findings if f.principal.lower() == expected})
+    if wanted is not None and wanted not in severities:
+        return ScenarioResult(kind=kind, name=scenario.name, passed=False,
+                              reason=f"fired for {expected} at {', '.join(severities)}, not {wanted}")
     hollow = next((f for f in findings if f.event_count <= 0 or not f.evidence.event_ids), None)
     if hollow is not None:
         return ScenarioResult(kind=kind, name=scenario.name, passed=False,
