@@ -54,8 +54,8 @@ class Rollup(BaseModel):
     query: str = Field(min_length=20, description="Databricks SQL; only :since, :until and :baseline_start.")
 
 
-class Rule(BaseModel):
-    """One detection: metadata plus one query in the Databricks SQL dialect that returns finding rows.
+class Detection(BaseModel):
+    """What every detection file states about itself, whatever finds it: a query (a rule) or steps (a sequence).
 
     Field names follow Databricks' own detection-rule object (severity, mitre, fidelity, dedup window) so rules can be
     exported there later.
@@ -71,16 +71,12 @@ class Rule(BaseModel):
     fidelity: Literal["low", "medium", "high"] = "medium"
     mitre: list[str] = Field(default_factory=list)
     threat_model: ThreatModel
-    tables: list[str] = Field(min_length=1)
-    parameters: dict[str, RuleParameter] = Field(default_factory=dict)
     baseline_days: int = Field(0, ge=0, le=365, description="History before the window the query reads.")
     dedup_window_hours: int = Field(24, ge=1, le=24 * 90)
     false_positives: str = ""
     recommendation: str = Field(min_length=5)
     risk: float | None = Field(None, ge=0, le=1000, description="Risk each finding adds to the entities it names; "
                                                                 "default from severity and fidelity.")
-    kind: Literal["rule", "sequence"] = Field("rule", description="sequence: compiled from a file of steps.")
-    query: str = Field(min_length=20)
 
     @field_validator("mitre")
     @classmethod
@@ -91,6 +87,15 @@ class Rule(BaseModel):
             if not re.fullmatch(r"T\d{4}(\.\d{3})?", item):
                 raise ValueError(f"{item!r} is not a MITRE ATT&CK technique id like T1110 or T1110.003")
         return value
+
+
+class Rule(Detection):
+    """One detection: its metadata plus one query in the Databricks SQL dialect that returns finding rows."""
+
+    tables: list[str] = Field(min_length=1)
+    parameters: dict[str, RuleParameter] = Field(default_factory=dict)
+    kind: Literal["rule", "sequence"] = Field("rule", description="sequence: compiled from a file of steps.")
+    query: str = Field(min_length=20)
 
     @field_validator("parameters")
     @classmethod

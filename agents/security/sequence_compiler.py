@@ -14,11 +14,11 @@ step's evidence.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from insight_mcp.agents.security.model import Category, Rule, Severity, ThreatModel
+from insight_mcp.agents.security.model import Detection, Rule
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 MAX_STEPS = 5
@@ -55,24 +55,9 @@ class Step(BaseModel):
         return value
 
 
-class Sequence(BaseModel):
-    """A rule whose detection is an ordered chain of steps."""
+class Sequence(Detection):
+    """A detection whose finding is an ordered chain of steps."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(pattern=r"^[a-z][a-z0-9_]{2,80}$")
-    title: str = Field(min_length=5, max_length=200)
-    description: str = Field(min_length=10)
-    category: Category
-    severity: Severity
-    fidelity: Literal["low", "medium", "high"] = "medium"
-    mitre: list[str] = Field(default_factory=list)
-    threat_model: ThreatModel
-    risk: float | None = Field(None, ge=0, le=1000)
-    dedup_window_hours: int = Field(24, ge=1, le=24 * 90)
-    baseline_days: int = Field(0, ge=0, le=365, description="History before the window a step's subquery reads.")
-    false_positives: str = ""
-    recommendation: str = Field(min_length=5)
     principal: str = Field("principal", description="The column (exposed by some step) naming who did it.")
     steps: list[Step] = Field(min_length=2, max_length=MAX_STEPS)
 
