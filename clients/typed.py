@@ -49,6 +49,7 @@ from insight_mcp.agents.optimization.model import (
     Significance,
 )
 from insight_mcp.agents.security.answers import DetectionResult, RuleList
+from insight_mcp.agents.security.incidents import Incident, IncidentList
 from insight_mcp.agents.security.model import Finding
 from insight_mcp.agents.security.risk import PrincipalRisk, TopRisks
 from insight_mcp.agents.supervision.interventions import TripOutcome
@@ -226,6 +227,16 @@ class SecurityClient(ServerClient):
         """One finding with its full evidence."""
         return await self._call("get_finding", Finding, finding_id=finding_id)
 
+    async def list_incidents(self, *, since: str | None = None, until: str | None = None,
+                             min_severity: Severity | None = None, limit: int | None = None) -> IncidentList:
+        """Correlated findings and completed attack sequences, the most severe first: where triage starts."""
+        return await self._call("list_incidents", IncidentList, since=since, until=until, min_severity=min_severity,
+                                limit=limit)
+
+    async def get_incident(self, incident_id: str) -> Incident:
+        """One incident with why it was raised and every finding and event that built it."""
+        return await self._call("get_incident", Incident, incident_id=incident_id)
+
     async def principal_risk(self, principal: str, *, since: str | None = None,
                              until: str | None = None) -> PrincipalRisk:
         """Everything the detections say about one principal, with a score and a timeline."""
@@ -284,10 +295,11 @@ class EvaluationClient(JobServerClient):
     job_noun = "evaluation"
 
     async def evaluate_detections(self, *, labels: str | None = None, since: str | None = None,
-                                  until: str | None = None, min_severity: Severity | None = None) -> Started:
-        """Start scoring the detection rules on labelled incidents (a job)."""
+                                  until: str | None = None, min_severity: Severity | None = None,
+                                  corpus: str | None = None) -> Started:
+        """Start scoring the detection rules on labelled incidents, or on a labelled export folder (a job)."""
         return await self._call("evaluate_detections", Started, labels=labels, since=since, until=until,
-                                min_severity=min_severity)
+                                min_severity=min_severity, corpus=corpus)
 
     async def score_insights(self, *, report: str | None = None, labels: str | None = None,
                              min_severity: Severity | None = None, time_budget_seconds: float | None = None,
