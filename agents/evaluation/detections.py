@@ -3,7 +3,9 @@
 Recall counts incidents: a labelled incident is found when a finding of its category names its principal within
 a day of its time range. Precision counts findings at or above a severity: a finding is true when it names a
 labelled principal (or an address one used during its incident), false otherwise. Labels come from the generator's
-`labels.scenarios` table or a labels file (`docs/labels-format.md`).
+`labels.scenarios` table, a labels file (`docs/labels-format.md`), or a labelled export: a folder holding
+`labels.json` beside an `audit/` folder of Spark JSON part files (tests/data/external_export,
+tests/data/catalog_corpus).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from insight_mcp.agents.core.timestamps import UtcDateTime
 from insight_mcp.agents.ingestion.backend import BackendError, Statement, SystemTables
+from insight_mcp.agents.ingestion.loader import LoadError, load_table
 from insight_mcp.agents.security.model import CATEGORIES, SEVERITY_RANK, Finding
 from insight_mcp.agents.settings import QueryLimits
 
@@ -163,6 +166,29 @@ def read_labels_file(path: Path) -> list[IncidentLabel]:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'incident'}: {e['msg']}"
                                  for e in exc.errors())
             raise LabelsError(f"{path}: incident {index} ({_name(item)}): {problems}") from None
+    return labels
+
+
+def labelled_export(folder: Path) -> tuple[Path, Path]:
+    """A labelled export's audit folder and labels file, or an error that says what the folder lacks."""
+    folder = folder.expanduser()
+    audit, labels = folder / "audit", folder / "labels.json"
+    if not folder.is_dir():
+        raise LabelsError(f"corpus {folder} is not a folder: give a folder holding labels.json beside audit/")
+    missing = [path.name for path in (labels, audit) if not path.exists()]
+    if missing:
+        raise LabelsError(f"corpus {folder} has no {' and no '.join(missing)}: a labelled export holds labels.json "
+                          "beside an audit/ folder of part files")
+    return audit, labels
+
+
+def load_labelled_export(folder: Path, workspace: Path) -> Path:
+    """Load a labelled export's audit events into a new workspace file, so the rules can run on them; its labels."""
+    audit, labels = labelled_export(folder)
+    try:
+        load_table(workspace, "system.access.audit", audit)
+    except LoadError as exc:
+        raise LabelsError(f"corpus {folder}: {exc}") from None
     return labels
 
 
