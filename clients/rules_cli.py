@@ -85,6 +85,8 @@ def rules_test(
     folder: Annotated[Path | None, typer.Argument(
         help="A folder of rule files (<id>.yaml) with their cases (<id>.cases.yaml). Default: the built-in rules "
              "and your detections.rules_dir.", show_default=False)] = None,
+    rule: Annotated[list[str] | None, typer.Option(help="Only this rule's cases (repeatable): while you write "
+                                                        "one.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run each rule's cases: every firing case must raise a finding, every near-miss none.
@@ -99,7 +101,7 @@ def rules_test(
     folders, detections = folders_to_test(settings_of(ctx).detections.rules_dir, folder)
     try:
         with progress(not as_json, "testing rules") as step:
-            report = check_folders(folders, detections, progress=step)
+            report = check_folders(folders, detections, progress=step, only=rule)
     except (RuleFileError, ValueError) as exc:  # a rule file that cannot be read, named by file
         fail(str(exc))
     if not report.rules:

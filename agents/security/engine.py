@@ -114,6 +114,25 @@ def _columns_read(table: str, rules: list[Rule]) -> str:
     return ", ".join(f'"{c.name}"' for c in spec.columns if c.name in used)
 
 
+# Compiled rules by everything their compilation reads, shared by the engines of one process: compiling the suite
+# takes seconds (sqlglot parses, transforms and checks every query), and a server builds an engine per workspace.
+_COMPILED: dict[tuple[object, ...], CompiledRule] = {}
+MAX_COMPILED = 2000
+
+
+def _compile_key(rule: Rule, path: Path, overrides: dict[str, Any] | None, sliced: set[str], functions: set[str],
+                 rollups: dict[str, CompiledRollup]) -> tuple[object, ...]:
+    """What a rule's compiled SQL depends on: its text, its settings, the reference files beside it, the engine."""
+    import hashlib
+    import json
+
+    references = tuple(sorted((ref.name, ref.stat().st_mtime_ns, ref.stat().st_size)
+                              for ref in path.parent.glob("*.txt")))
+    functions_digest = hashlib.sha256("\n".join(sorted(functions)).encode()).hexdigest()
+    return (str(path), rule.model_dump_json(), json.dumps(overrides, sort_keys=True, default=str), references,
+            frozenset(sliced), functions_digest, tuple(sorted((k, v.duckdb_sql) for k, v in rollups.items())))
+
+
 class DetectionEngine:
     """Rules compiled once against one workspace; `run` answers a window."""
 
@@ -154,11 +173,18 @@ class DetectionEngine:
                 self.skipped[rule.id] = f"the workspace has no {', '.join(missing)}"
                 log.info("rule_skipped", rule=rule.id, reason=self.skipped[rule.id])
                 continue
-            self.rules[rule.id] = compile_rule(
-                rule, path.name, allowed_tables=TABLES.keys(), overrides=config.parameters.get(rule.id),
-                table_target=_table_target(self._sliced), engine_functions=functions, explain=self._explain,
-                folder=path.parent, rollups=self.rollups,
-            )
+            key = _compile_key(rule, path, config.parameters.get(rule.id), self._sliced, functions, self.rollups)
+            compiled = _COMPILED.get(key)
+            if compiled is None:
+                compiled = compile_rule(
+                    rule, path.name, allowed_tables=TABLES.keys(), overrides=config.parameters.get(rule.id),
+                    table_target=_table_target(self._sliced), engine_functions=functions, explain=self._explain,
+                    folder=path.parent, rollups=self.rollups,
+                )
+                if len(_COMPILED) >= MAX_COMPILED:
+                    _COMPILED.clear()
+                _COMPILED[key] = compiled
+            self.rules[rule.id] = compiled
         unknown = (set(config.parameters) | set(config.disabled_rules)) - {r.id for r, _ in available}
         if unknown:
             raise RuleCompileError(f"detections config names unknown rules: {', '.join(sorted(unknown))}")

@@ -399,7 +399,8 @@ def folders_to_test(rules_dir: Path | None, folder: Path | None) -> tuple[list[P
 
 
 def check_folders(folders: list[Path], detections: DetectionSettings,
-                  progress: Callable[[float, str], None] | None = None) -> RuleTestReport:
+                  progress: Callable[[float, str], None] | None = None,
+                  only: list[str] | None = None) -> RuleTestReport:
     """Every rule in the folders against its cases, and the case files no rule claims.
 
     The engine loads the built-in rules and `detections.rules_dir` beside them, so a user rule may read the shared
@@ -413,6 +414,11 @@ def check_folders(folders: list[Path], detections: DetectionSettings,
     every = [(rule.id, path) for rule, path in load_rules(loaded)]
     tested = [(folder, rule_id, path) for folder in folders for rule_id, path in every
               if path.parent.resolve() == folder.resolve()]
+    if only:
+        unknown = sorted(set(only) - {rule_id for _, rule_id, _ in tested})
+        if unknown:
+            raise ValueError(f"no rule {', '.join(unknown)} in {', '.join(str(f) for f in folders)}")
+        tested = [item for item in tested if item[1] in only]
     results: list[RuleCasesResult] = []
     with tempfile.TemporaryDirectory(prefix="insight-rule-cases-") as scratch:
         template = empty_workspace(Path(scratch) / "empty.duckdb")
@@ -420,7 +426,7 @@ def check_folders(folders: list[Path], detections: DetectionSettings,
             if progress:
                 progress(i / len(tested), f"{folder.name}/{rule_id}")
             results.append(check_rule(rule_id, path, detections, template))
-    for folder in folders:
+    for folder in [] if only else folders:  # case files no rule claims: only when every rule was tested
         here = {rule_id for f, rule_id, _ in tested if f == folder}
         results += _unclaimed(folder, here, {rule_id: path for rule_id, path in every if rule_id not in here})
     return RuleTestReport(folders=[str(f) for f in folders], rules=results)

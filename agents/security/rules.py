@@ -60,9 +60,9 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def _validated(model: type[M], path: Path) -> M:
+def _validated(model: type[M], path: Path, data: dict[str, Any] | None = None) -> M:
     try:
-        item = model.model_validate(_read_mapping(path))
+        item = model.model_validate(_read_mapping(path) if data is None else data)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "(file)"
@@ -77,9 +77,10 @@ def load_rule_file(path: Path) -> Rule:
     """Read and validate one rule file; a sequence file (steps instead of a query) becomes the rule it compiles to."""
     from insight_mcp.agents.security.sequence_compiler import Sequence, is_sequence, to_rule
 
-    if is_sequence(_read_mapping(path)):
-        return to_rule(_validated(Sequence, path))
-    return _validated(Rule, path)
+    data = _read_mapping(path)
+    if is_sequence(data):
+        return to_rule(_validated(Sequence, path, data))
+    return _validated(Rule, path, data)
 
 
 def load_rollups(folder: Path = ROLLUPS) -> list[tuple[Rollup, Path]]:
