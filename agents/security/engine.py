@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import json
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -120,17 +121,17 @@ _COMPILED: dict[tuple[object, ...], CompiledRule] = {}
 MAX_COMPILED = 2000
 
 
-def _compile_key(rule: Rule, path: Path, overrides: dict[str, Any] | None, sliced: set[str], functions: set[str],
-                 rollups: dict[str, CompiledRollup]) -> tuple[object, ...]:
-    """What a rule's compiled SQL depends on: its text, its settings, the reference files beside it, the engine."""
+def _engine_key(sliced: set[str], functions: set[str], rollups: dict[str, CompiledRollup]) -> tuple[object, ...]:
+    """What every rule's compiled SQL depends on in this engine: its slices, functions and rollups."""
     import hashlib
-    import json
 
-    references = tuple(sorted((ref.name, ref.stat().st_mtime_ns, ref.stat().st_size)
-                              for ref in path.parent.glob("*.txt")))
     functions_digest = hashlib.sha256("\n".join(sorted(functions)).encode()).hexdigest()
-    return (str(path), rule.model_dump_json(), json.dumps(overrides, sort_keys=True, default=str), references,
-            frozenset(sliced), functions_digest, tuple(sorted((k, v.duckdb_sql) for k, v in rollups.items())))
+    return frozenset(sliced), functions_digest, tuple(sorted((k, v.duckdb_sql) for k, v in rollups.items()))
+
+
+def _references(folder: Path) -> tuple[object, ...]:
+    """The reference lists beside a folder's rules, by name, time and size: a rule's from_file parameters read them."""
+    return tuple(sorted((ref.name, ref.stat().st_mtime_ns, ref.stat().st_size) for ref in folder.glob("*.txt")))
 
 
 class DetectionEngine:
@@ -167,13 +168,18 @@ class DetectionEngine:
         }
         self.rollups = self._compile_rollups(present, functions)
         self.skipped: dict[str, str] = {}
+        engine_key = _engine_key(self._sliced, functions, self.rollups)
+        references: dict[Path, tuple[object, ...]] = {}
         for rule, path in chosen:
             missing = sorted(set(rule.tables) - present)
             if missing:
                 self.skipped[rule.id] = f"the workspace has no {', '.join(missing)}"
                 log.info("rule_skipped", rule=rule.id, reason=self.skipped[rule.id])
                 continue
-            key = _compile_key(rule, path, config.parameters.get(rule.id), self._sliced, functions, self.rollups)
+            if path.parent not in references:
+                references[path.parent] = _references(path.parent)
+            key = (str(path), rule.model_dump_json(), json.dumps(config.parameters.get(rule.id), sort_keys=True,
+                                                                 default=str), references[path.parent], engine_key)
             compiled = _COMPILED.get(key)
             if compiled is None:
                 compiled = compile_rule(
