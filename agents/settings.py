@@ -80,6 +80,10 @@ class DetectionSettings(BaseModel):
     )
     suppression: Suppression = Field(default_factory=Suppression)
     max_evidence: int = Field(10, ge=1, le=100)
+    parallelism: int = Field(4, ge=1, le=64, description="How many rules run at once on the backend.")
+    rule_timeout_seconds: float = Field(600.0, gt=0, le=7200, description="A rule running longer is stopped.")
+    max_rule_rows: int = Field(100_000, ge=100, le=10_000_000,
+                               description="Rows one rule may return before its answer counts as cut short.")
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
 
 

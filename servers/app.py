@@ -3,6 +3,7 @@
 import contextlib
 import hmac
 import platform
+import threading
 from collections.abc import AsyncIterator, Callable
 from importlib.metadata import version
 from typing import Any
@@ -60,6 +61,7 @@ def build_servers(settings: Settings, names: list[str] | None = None) -> dict[st
     recorder = build_recorder(settings)
     for server in servers.values():
         server.tracer = recorder
+        server.backends.append(backend)
     return servers
 
 
@@ -79,6 +81,16 @@ def close_servers(servers: dict[str, InsightServer], timeout: float = 30.0) -> N
     for server in servers.values():
         for close in server.closers:
             close()
+    backends = {id(b): b for s in servers.values() for b in s.backends}
+    for backend in backends.values():
+        _close_backend(backend)
+
+
+def _close_backend(backend: SystemTables, timeout: float = 30.0) -> None:
+    """Close a backend on a thread with a loop of its own: callers may be on a loop's thread, a worker, or neither."""
+    closer = threading.Thread(target=anyio.run, args=(backend.close,), name="insight-close", daemon=True)
+    closer.start()
+    closer.join(timeout)
 
 
 class BearerTokenMiddleware:

@@ -63,6 +63,7 @@ def build_evaluation_server(settings: Settings, backend: SystemTables) -> Insigh
     runner = JobRunner(lambda: StateStore(settings.state_path), describe_error=describe_error)
     server.closers.append(runner.close)
     agent = SecurityAgent(settings, backend)
+    server.closers.append(agent.close)
 
     @server.declare("evaluate_detections", title="Evaluate the detections", writes=True, idempotent=False,
                     example={"labels": GENERATED, "min_severity": "medium"})

@@ -17,7 +17,7 @@ from insight_mcp.agents.security.answers import DetectionResult, RuleList
 from insight_mcp.agents.security.engine import DetectionRun
 from insight_mcp.agents.security.export import rule_catalog
 from insight_mcp.agents.security.incidents import Incident, IncidentList
-from insight_mcp.agents.security.model import Finding
+from insight_mcp.agents.security.model import SEVERITY_RANK, Finding
 from insight_mcp.agents.security.risk import PrincipalRisk, TopRisks, principal_risk, top_risks
 from insight_mcp.agents.security.service import SecurityAgent
 from insight_mcp.agents.settings import Settings
@@ -45,6 +45,7 @@ def build_security_server(settings: Settings, backend: SystemTables) -> InsightS
     agent = SecurityAgent(settings, backend)
     server = InsightServer(NAME, version=VERSION, instructions=INSTRUCTIONS, open_world=False,
                            read_only=settings.read_only)
+    server.closers.append(agent.close)
 
     def catalog(category: str | None = None, include_sql: bool = False) -> RuleList:
         return rule_catalog(settings, category=category, include_sql=include_sql)
@@ -176,7 +177,7 @@ def build_security_server(settings: Settings, backend: SystemTables) -> InsightS
         """
         if not principal.strip() or len(principal) > 300:
             raise InvalidArgument("principal must be 1-300 characters")
-        run = await agent.run(since=since, until=until)
+        run = await agent.latest_run(since=since, until=until)
         return respond(principal_risk(principal.strip(), run.findings, run.since, run.until), source=SOURCE)
 
     @server.declare("top_risks", title="Riskiest principals", example={"limit": 10, "min_severity": "medium"})
@@ -189,8 +190,10 @@ def build_security_server(settings: Settings, backend: SystemTables) -> InsightS
         """Principals ranked by risk score over the window, with their worst severity and categories: the triage
         list. Follow up with principal_risk.
         """
-        run = await agent.run(since=since, until=until, min_severity=min_severity)
-        return respond(top_risks(run.findings, run.since, run.until, limit), source=SOURCE)
+        run = await agent.latest_run(since=since, until=until)
+        floor = SEVERITY_RANK[min_severity]
+        findings = [f for f in run.findings if SEVERITY_RANK[f.severity] >= floor]
+        return respond(top_risks(findings, run.since, run.until, limit), source=SOURCE)
 
     @server.resource("insight://security/rules", name="detection rules", title="Detection rule catalog",
                      mime_type="application/json",

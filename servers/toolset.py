@@ -69,7 +69,8 @@ class InsightServer(MCPServer):
         self.declarations: dict[str, ToolDecl] = {}
         self.tracer: TraceRecorder | None = None  # set by build_servers: one writer for every server in a process
         self.metrics: Any = None  # set by build_app: the Prometheus counters /metrics renders
-        self.closers: list[Callable[[], None]] = []  # what to stop when serving ends (job runners)
+        self.closers: list[Callable[[], None]] = []  # what to stop when serving ends (job runners, engines)
+        self.backends: list[Any] = []  # the SystemTables this server reads, closed once when serving ends
         self._client_levels: OrderedDict[str, LoggingLevel] = OrderedDict()
         self._completers: dict[tuple[str, str], Completer] = {}
         self.middleware.append(self._refuse_unknown_names)

@@ -24,11 +24,13 @@ from insight_mcp.agents.security.compiler import (
     inject_rollups,
     rollups_read,
 )
-from insight_mcp.agents.security.engine import WS, DetectionEngine
+from insight_mcp.agents.security.engine import DetectionEngine
 from insight_mcp.agents.security.model import Finding, Rollup
 from insight_mcp.agents.security.rule_cases import cases_by_rule
 from insight_mcp.agents.security.rules import RuleFileError, builtin_rule_dirs, load_rollups, load_rules
 from insight_mcp.agents.settings import DetectionSettings
+
+WS = "ws"  # where these tests attach the workspace
 
 CASES = cases_by_rule(builtin_rule_dirs())
 RULES = {rule.id: rule for rule, _ in load_rules(builtin_rule_dirs())}

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
 from insight_mcp.agents.security.case_workspace import build_workspace
 from insight_mcp.agents.security.compiler import RUNTIME_PARAMS, rename_tables
-from insight_mcp.agents.security.engine import WS, DetectionEngine, baseline_start
+from insight_mcp.agents.security.engine import DetectionEngine, baseline_start
 from insight_mcp.agents.security.export import ExportError, export_rules, portable_sql
 from insight_mcp.agents.security.rule_cases import cases_by_rule
 from insight_mcp.agents.security.rules import builtin_rule_dirs, configured_rules
@@ -34,6 +34,8 @@ from insight_mcp.clients.cli import app
 from insight_mcp.clients.client import connect_in_process
 from insight_mcp.clients.typed import SecurityClient
 from insight_mcp.servers.security import build_security_server
+
+WS = "ws"  # where these tests attach the workspace to run exported SQL
 
 CASES = cases_by_rule(builtin_rule_dirs())
 DISABLED = ["login_bypassing_sso"]

@@ -1,19 +1,26 @@
-"""The embedded workspace: system tables in one DuckDB file, opened read-only and locked down for queries."""
+"""The embedded workspace: system tables in one DuckDB file, opened read-only and locked down for queries.
+
+One connection serves every caller in the process, tools and detections alike. Beside the read-only workspace it
+attaches an in-memory `scratch` database, where the detection runner keeps its shared rollups and slices; the guard
+lets no query name it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import duckdb
+import pyarrow as pa
 
+from insight_mcp.agents.ingestion.answer_builder import answer_from_arrow
 from insight_mcp.agents.ingestion.backend import (
     BackendError,
     ColumnInfo,
@@ -22,7 +29,6 @@ from insight_mcp.agents.ingestion.backend import (
     Statement,
     TableStats,
     TransientBackendError,
-    json_value,
 )
 from insight_mcp.agents.ingestion.catalog import get_table
 from insight_mcp.agents.sql.dialect import databricks_type, to_duckdb
@@ -34,6 +40,17 @@ LOCKED_CONFIG: dict[str, Any] = {
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
 }
+SCRATCH = "scratch"  # the in-memory database beside the workspace, for the detection runner's shared tables
+T = TypeVar("T")
+_SCRATCH_LOCKS: dict[str, threading.Lock] = {}
+_SCRATCH_GUARD = threading.Lock()
+
+
+def scratch_lock(path: Path) -> threading.Lock:
+    """One lock per workspace file in this process: every connection to the file shares one scratch database."""
+    key = str(path.resolve())
+    with _SCRATCH_GUARD:
+        return _SCRATCH_LOCKS.setdefault(key, threading.Lock())
 
 
 def open_readonly(path: Path, *, threads: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -62,6 +79,7 @@ def open_readonly(path: Path, *, threads: int | None = None) -> duckdb.DuckDBPyC
         if timezone not in ("UTC", "Etc/UTC"):
             conn.execute("SET GLOBAL TimeZone = 'UTC'")
         conn.execute("SET GLOBAL lock_configuration = true")
+    conn.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {SCRATCH} (READ_WRITE)")
     return conn
 
 
@@ -91,37 +109,53 @@ class DuckDBSystemTables:
                 self._conn = open_readonly(self.path, threads=self._threads)
             return self._conn
 
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor on the one shared connection, interrupted if the backend closes while it runs."""
+        cursor = self._connection().cursor()
+        with self._lock:
+            self._running.add(cursor)
+        return cursor
+
+    def release(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        with self._lock:
+            self._running.discard(cursor)
+        with contextlib.suppress(duckdb.Error):
+            cursor.close()
+
+    async def run_sync(self, work: Callable[..., T], *args: Any) -> T:
+        """Run trusted work (the detection runner's) on the backend's own threads, so close() waits for it."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), work, *args)
+
+    def scratch_lock(self) -> threading.Lock:
+        """Held while a runner builds and reads the scratch tables: they are shared by every connection to the file."""
+        return scratch_lock(self.path)
+
     def _run(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], max_rows: int,
              max_chars: int) -> QueryResult:
         started = time.perf_counter()
         with self._lock:
             self._running.add(cursor)
         try:
-            relation = cursor.execute(sql, params or None)
-            description = relation.description or []
-            raw = relation.fetchmany(max_rows + 1)
+            relation = cursor.sql(sql, params=params or None)
+            if relation is None:  # not a query: nothing to answer (the guard lets none through)
+                raise BackendError("the statement returned no result")
+            columns = [ColumnInfo(name=name, type=databricks_type(str(kind)))
+                       for name, kind in zip(relation.columns, relation.types, strict=True)]
+            reader = relation.to_arrow_reader(max_rows + 1)
+            batches, count = [], 0
+            for batch in reader:
+                batches.append(batch)
+                count += batch.num_rows
+                if count > max_rows:
+                    break
+            table = pa.Table.from_batches(batches, schema=reader.schema)
         finally:
             with self._lock:
                 self._running.discard(cursor)
             cursor.close()
         elapsed_ms = (time.perf_counter() - started) * 1000
-        columns = [ColumnInfo(name=d[0], type=databricks_type(str(d[1]))) for d in description]
-        truncated, reason = len(raw) > max_rows, None
-        if truncated:
-            raw, reason = raw[:max_rows], f"more than {max_rows} rows; only the first {max_rows} are returned"
-        rows: list[list[Any]] = []
-        used = 0
-        for record in raw:
-            row = [json_value(v) for v in record]
-            used += len(json.dumps(row, default=str, ensure_ascii=False))
-            if used > max_chars and rows:
-                truncated, reason = True, f"the answer passed {max_chars} characters; {len(rows)} rows returned"
-                break
-            rows.append(row)
-        return QueryResult(
-            columns=columns, rows=rows, row_count=len(rows), truncated=truncated, truncation_reason=reason,
-            elapsed_ms=round(elapsed_ms, 3),
-        )
+        return answer_from_arrow(columns, table, more=False, max_rows=max_rows, max_chars=max_chars,
+                                 elapsed_ms=elapsed_ms)
 
     async def execute(
         self, statement: Statement, *, max_rows: int, max_chars: int, timeout_seconds: float
@@ -165,7 +199,8 @@ class DuckDBSystemTables:
         try:
             present = {
                 f"system.{s}.{t}"
-                for s, t in cursor.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
+                for s, t in cursor.execute("SELECT schema_name, table_name FROM duckdb_tables() "
+                                           f"WHERE database_name <> '{SCRATCH}'").fetchall()
             }
             out = []
             for name in tables:
@@ -185,16 +220,28 @@ class DuckDBSystemTables:
         """On the backend's own threads, like every statement, so close() waits for it too."""
         return await asyncio.get_running_loop().run_in_executor(self._executor(), self._stats, tables)
 
-    async def close(self) -> None:
-        """Stop running statements, let their threads finish, then close the connection."""
+    def _detach(self) -> tuple[duckdb.DuckDBPyConnection | None, ThreadPoolExecutor | None]:
         with self._lock:
             conn, pool, running = self._conn, self._pool, list(self._running)
             self._conn, self._pool = None, None
         for cursor in running:
             with contextlib.suppress(duckdb.Error):
                 cursor.interrupt()
+        return conn, pool
+
+    async def close(self) -> None:
+        """Stop running statements, let their threads finish, then close the connection."""
+        conn, pool = self._detach()
         if pool is not None:
             await anyio.to_thread.run_sync(pool.shutdown)
+        if conn is not None:
+            conn.close()
+
+    def close_sync(self) -> None:
+        """close() for a caller with no event loop (scripts, and an engine that opened its own backend)."""
+        conn, pool = self._detach()
+        if pool is not None:
+            pool.shutdown()
         if conn is not None:
             conn.close()
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
+from insight_mcp.agents.ingestion.duckdb_backend import SCRATCH
 from insight_mcp.agents.security.model import ParamValue, Rollup, Rule
 from insight_mcp.agents.security.reference_lists import resolve_parameter
 from insight_mcp.agents.sql.dialect import CATALOG, compat_transforms
@@ -60,7 +61,7 @@ class CompiledRollup(BaseModel):
 
 def rollup_table(rollup_id: str) -> exp.Table:
     """Where the embedded engine keeps a rollup for the length of a run."""
-    return exp.table_(f"{ROLLUP_PREFIX}{rollup_id}", db="main", catalog="memory")
+    return exp.table_(f"{ROLLUP_PREFIX}{rollup_id}", db="main", catalog=SCRATCH)
 
 
 def _defined_ctes(tree: exp.Expression) -> set[str]:
@@ -143,7 +144,13 @@ def _guard(tree: exp.Expression, source: str, allowed_tables: Iterable[str], dec
 def _engine_sql(tree: exp.Expression, source: str, table_target: Callable[[str, str], exp.Table],
                 engine_functions: set[str]) -> str:
     """DuckDB SQL with the catalog renamed and compatibility transforms; every function must exist there."""
-    duckdb_sql = sargable_pairs(compat_transforms(rename_tables(tree, table_target))).sql("duckdb")
+    return render_duckdb(sargable_pairs(compat_transforms(rename_tables(tree, table_target))), source,
+                         engine_functions)
+
+
+def render_duckdb(tree: exp.Expression, source: str, engine_functions: set[str]) -> str:
+    """A transformed tree as DuckDB SQL; a function sqlglot passed through untranslated must exist in the engine."""
+    duckdb_sql = tree.sql("duckdb")
     unknown = called_functions(duckdb_sql) - engine_functions
     if unknown:
         raise RuleCompileError(
@@ -151,6 +158,18 @@ def _engine_sql(tree: exp.Expression, source: str, table_target: Callable[[str, 
             "(sqlglot passed it through untranslated)"
         )
     return duckdb_sql
+
+
+def portable_rollup(rollup: Rollup, source: str, *, allowed_tables: Iterable[str]) -> exp.Expression:
+    """The rule pipeline for a rollup, engine-free: guard, portability lint, runtime parameters only."""
+    tree = _parse(rollup.query, source)
+    _guard(tree, source, allowed_tables, rollup.tables)
+    try:
+        _lint_portability(tree)
+        return bind_parameters(tree, {})
+    except ValueError as exc:
+        only = ", ".join(RUNTIME_PARAMS)
+        raise RuleCompileError(f"{source}: field 'query': {exc} (a rollup takes only {only})") from None
 
 
 def compile_rollup(
@@ -161,15 +180,8 @@ def compile_rollup(
     table_target: Callable[[str, str], exp.Table],
     engine_functions: set[str],
 ) -> CompiledRollup:
-    """The rule pipeline for a rollup: guard, portability lint, runtime parameters only, engine functions."""
-    tree = _parse(rollup.query, source)
-    _guard(tree, source, allowed_tables, rollup.tables)
-    try:
-        _lint_portability(tree)
-        bound = bind_parameters(tree, {})
-    except ValueError as exc:
-        only = ", ".join(RUNTIME_PARAMS)
-        raise RuleCompileError(f"{source}: field 'query': {exc} (a rollup takes only {only})") from None
+    """A rollup's portable form, then the DuckDB SQL the embedded runner builds it with."""
+    bound = portable_rollup(rollup, source, allowed_tables=allowed_tables)
     duckdb_sql = _engine_sql(bound, source, table_target, engine_functions)
     return CompiledRollup(rollup=rollup, source=source, tree=bound, duckdb_sql=duckdb_sql)
 
@@ -305,23 +317,37 @@ def parameter_values(
     return values
 
 
-def compile_rule(
+class PortableRule(BaseModel):
+    """A rule checked and bound once, in the Databricks dialect, knowing nothing of engines.
+
+    `databricks_sql` stands alone (rollups it reads are leading CTEs) and runs as written on a warehouse or Spark;
+    `own` is the rule's own bound query, still naming rollups by their bare names, for runners that build rollups.
+    """
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    rule: Rule
+    source: str
+    databricks_sql: str
+    own: exp.Expression
+    tables: list[str]
+    rollups: list[str] = []
+
+
+def compile_portable(
     rule: Rule,
     source: str,
     *,
     allowed_tables: Iterable[str],
     overrides: Mapping[str, Any] | None = None,
-    table_target: Callable[[str, str], exp.Table],
-    engine_functions: set[str],
-    explain: Callable[[str], None] | None = None,
     folder: Path = Path("."),
-    rollups: Mapping[str, CompiledRollup] | None = None,
-) -> CompiledRule:
-    """Run every compile step; any failure raises RuleCompileError naming the file and what to change."""
+    rollups: Mapping[str, exp.Expression] | None = None,
+) -> PortableRule:
+    """Parse, guard, lint and bind a rule; any failure raises RuleCompileError naming the file and what to change."""
     own = _parse(rule.query, source)
     available = rollups or {}
     read = rollups_read(own, available)
-    tree = inject_rollups(own, {name: available[name].tree for name in read})
+    tree = inject_rollups(own, {name: available[name] for name in read})
     referenced = _guard(tree, source, allowed_tables, rule.tables)
     values = parameter_values(rule, source, folder=folder, overrides=overrides)
     try:
@@ -335,15 +361,38 @@ def compile_rule(
     missing = [c for c in REQUIRED_COLUMNS if c not in outputs]
     if missing:
         raise RuleCompileError(f"{source}: field 'query' must return columns {', '.join(missing)}")
-    shared = point_at_rollups(bind_parameters(own, values), read) if read else bound
-    duckdb_sql = _engine_sql(shared, source, table_target, engine_functions)
+    own_bound = bind_parameters(own, values) if read else bound
+    return PortableRule(rule=rule, source=source, databricks_sql=bound.sql("databricks"), own=own_bound,
+                        tables=referenced, rollups=read)
+
+
+def explain_or_fail(explain: Callable[[str], None], duckdb_sql: str, source: str) -> None:
+    """The engine must plan the rule; its own words say why not."""
+    try:
+        explain(duckdb_sql)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RuleCompileError(f"{source}: field 'query' does not plan on DuckDB: {first[:300]}") from None
+
+
+def compile_rule(
+    rule: Rule,
+    source: str,
+    *,
+    allowed_tables: Iterable[str],
+    overrides: Mapping[str, Any] | None = None,
+    table_target: Callable[[str, str], exp.Table],
+    engine_functions: set[str],
+    explain: Callable[[str], None] | None = None,
+    folder: Path = Path("."),
+    rollups: Mapping[str, CompiledRollup] | None = None,
+) -> CompiledRule:
+    """The portable compile, then the DuckDB form: what export and the rule tests check a rule with."""
+    portable = compile_portable(rule, source, allowed_tables=allowed_tables, overrides=overrides, folder=folder,
+                                rollups={k: v.tree for k, v in (rollups or {}).items()})
+    tree = point_at_rollups(portable.own, portable.rollups) if portable.rollups else portable.own
+    duckdb_sql = _engine_sql(tree, source, table_target, engine_functions)
     if explain is not None:
-        try:
-            explain(duckdb_sql)
-        except Exception as exc:  # the engine's own words
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RuleCompileError(f"{source}: field 'query' does not plan on DuckDB: {first[:300]}") from None
-    return CompiledRule(
-        rule=rule, source=source, databricks_sql=bound.sql("databricks"), duckdb_sql=duckdb_sql,
-        tables=referenced, rollups=read,
-    )
+        explain_or_fail(explain, duckdb_sql, source)
+    return CompiledRule(rule=rule, source=source, databricks_sql=portable.databricks_sql, duckdb_sql=duckdb_sql,
+                        tables=portable.tables, rollups=portable.rollups)

@@ -46,7 +46,7 @@ class ExportError(CallerError, ValueError):
 
 
 @dataclass(frozen=True)
-class PortableRule:
+class ExportedRule:
     """One rule's Databricks SQL and the parameter values bound into it."""
 
     rule: Rule
@@ -93,14 +93,14 @@ class _Compiler:
             for rollup, path in load_rollups()
         }
 
-    def portable(self, rule: Rule, path: Path) -> PortableRule:
+    def portable(self, rule: Rule, path: Path) -> ExportedRule:
         overrides = self.config.parameters.get(rule.id) or {}
         compiled = compile_rule(rule, path.name, allowed_tables=TABLES.keys(), overrides=overrides,
                                 table_target=_nowhere, engine_functions=self.functions, folder=path.parent,
                                 rollups=self.rollups)
         pretty = sqlglot.parse_one(compiled.databricks_sql, read=DIALECT).sql(dialect=DIALECT, pretty=True)
         values = parameter_values(rule, path.name, folder=path.parent, overrides=overrides)
-        return PortableRule(rule=rule, path=path, sql=pretty, values=values, configured=frozenset(overrides))
+        return ExportedRule(rule=rule, path=path, sql=pretty, values=values, configured=frozenset(overrides))
 
 
 def _rules(config: DetectionSettings, rule_ids: Iterable[str] | None = None,
@@ -125,7 +125,7 @@ def _rules(config: DetectionSettings, rule_ids: Iterable[str] | None = None,
 
 
 def portable_rules(settings: Settings, *, rule_ids: Iterable[str] | None = None,
-                   category: str | None = None) -> list[PortableRule]:
+                   category: str | None = None) -> list[ExportedRule]:
     """Every enabled rule (or the named ones) compiled to portable SQL with the configured parameters."""
     chosen, known = _rules(settings.detections, rule_ids, category)
     if not chosen:
@@ -184,7 +184,7 @@ def _runtime_lines(rule: Rule, used: set[str]) -> list[str]:
     return [f"--   :{name:<15} {meaning[name]}" for name in RUNTIME_PARAMS if name in used]
 
 
-def _header(item: PortableRule) -> str:
+def _header(item: ExportedRule) -> str:
     rule = item.rule
     lines = [
         f"-- rule: {rule.id}",

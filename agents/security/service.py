@@ -6,16 +6,18 @@ import datetime as dt
 import threading
 from collections import OrderedDict
 
+from insight_mcp.agents.core.timestamps import rfc3339
 from insight_mcp.agents.ingestion.backend import SystemTables
 from insight_mcp.agents.ingestion.explore import InvalidArgument, resolve_window
 from insight_mcp.agents.security.engine import DetectionEngine, DetectionRun
 from insight_mcp.agents.security.incidents import Incident, correlate
 from insight_mcp.agents.security.model import CATEGORIES, SEVERITIES, Finding
 from insight_mcp.agents.security.risk import FindingStore
-from insight_mcp.agents.settings import Settings, SettingsError
+from insight_mcp.agents.settings import Settings
 
 DEFAULT_WINDOW = dt.timedelta(days=7)
 MAX_INCIDENTS = 2000
+MAX_REMEMBERED_RUNS = 8
 
 
 class SecurityAgent:
@@ -28,15 +30,23 @@ class SecurityAgent:
         self._engine: DetectionEngine | None = None
         self._lock = threading.Lock()
         self._incidents: OrderedDict[str, Incident] = OrderedDict()  # the newest MAX_INCIDENTS, for get_incident
+        # Whole-suite runs by window and the audit table's size then: what the risk tools read instead of re-running.
+        self._full_runs: OrderedDict[tuple[object, ...], DetectionRun] = OrderedDict()
 
     def engine(self) -> DetectionEngine:
-        """Build the engine on first use: the workspace may be created after the server starts."""
-        if self.settings.backend != "duckdb":
-            raise SettingsError("detections run on the embedded workspace only (INSIGHT_BACKEND=duckdb)")
+        """Build the engine on first use (the workspace may be created after the server starts), on the agent's own
+        backend: detections open no second connection to the workspace."""
         with self._lock:
             if self._engine is None:
-                self._engine = DetectionEngine(self.settings.workspace_path, self.settings.detections)
+                self._engine = DetectionEngine(self.backend, self.settings.detections)
             return self._engine
+
+    def close(self) -> None:
+        """Close the engine (its runner); the backend belongs to whoever passed it in."""
+        with self._lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
 
     async def window(self, since: str | None, until: str | None) -> tuple[dt.datetime, dt.datetime]:
         """Default: the last seven days of audit data."""
@@ -61,13 +71,41 @@ class SecurityAgent:
             raise InvalidArgument(f"min_severity must be one of {', '.join(SEVERITIES)}")
         start, end = await self.window(since, until)
         engine = self.engine()
+        whole = not categories and not rule_ids and not workspace_id and min_severity == "info"
+        key = await self._run_key(start, end) if whole else None
         try:
             run = await engine.run(start, end, categories=categories, min_severity=min_severity,
                                    workspace_id=workspace_id, rule_ids=rule_ids)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
         self.store.add(run.findings)
+        if key is not None:
+            self._remember(key, run)
         return run
+
+    async def _run_key(self, start: dt.datetime, end: dt.datetime) -> tuple[object, ...]:
+        """A window, and the audit table's size and last event: a load since the last run makes it a new key."""
+        stats = await self.backend.table_stats(["system.access.audit"])
+        audit = stats[0] if stats else None
+        return start, end, audit.rows if audit else 0, audit.last_event if audit else None
+
+    def _remember(self, key: tuple[object, ...], run: DetectionRun) -> None:
+        with self._lock:
+            self._full_runs[key] = run
+            self._full_runs.move_to_end(key)
+            while len(self._full_runs) > MAX_REMEMBERED_RUNS:
+                self._full_runs.popitem(last=False)
+
+    async def latest_run(self, *, since: str | None = None, until: str | None = None) -> DetectionRun:
+        """The findings of the last whole-suite run over this window on unchanged data; the suite runs only when
+        there is none (what principal_risk and top_risks read, so triage does not re-run every rule per call)."""
+        start, end = await self.window(since, until)
+        key = await self._run_key(start, end)
+        with self._lock:
+            found = self._full_runs.get(key)
+        if found is not None:
+            return found
+        return await self.run(since=rfc3339(start), until=rfc3339(end))
 
     async def incidents(self, *, since: str | None = None, until: str | None = None,
                         min_severity: str = "low") -> tuple[DetectionRun, list[Incident]]:

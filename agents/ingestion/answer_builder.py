@@ -1,0 +1,94 @@
+"""Answer building every backend shares: the row and character caps, and values made JSON-safe, from Arrow or rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from insight_mcp.agents.core.timestamps import rfc3339
+from insight_mcp.agents.ingestion.backend import ColumnInfo, QueryResult, json_value
+from insight_mcp.agents.untrusted import clean_text
+
+
+def row_cap_reason(max_rows: int) -> str:
+    return f"more than {max_rows} rows; only the first {max_rows} are returned"
+
+
+def char_cap_reason(max_chars: int, kept: int) -> str:
+    return f"the answer passed {max_chars} characters; {kept} rows returned"
+
+
+def _month_day_nano(value: Any) -> Any:
+    if value is None:
+        return None
+    if value.months == 0:  # a day-time interval: seconds, as a timedelta would give
+        return value.days * 86400 + value.nanoseconds / 1e9
+    return f"{value.months} months {value.days} days {value.nanoseconds / 1e9:g} seconds"
+
+
+def _column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """One Arrow column as JSON-safe Python values, converted a column at a time where the type allows it."""
+    kind = column.type
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind):
+        return column.to_pylist()
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return [v if v is None else clean_text(v) for v in column.to_pylist()]
+    if pa.types.is_timestamp(kind):
+        if kind.tz is not None:
+            column = pc.cast(column, pa.timestamp(kind.unit))  # Arrow keeps instants in UTC: drop the zone name
+        return [v if v is None else rfc3339(v) for v in column.to_pylist()]
+    if pa.types.is_decimal(kind) and kind.scale == 0:  # HUGEINT sums arrive as decimal(38,0): whole numbers
+        return [v if v is None else int(v) for v in column.to_pylist()]
+    if kind == pa.month_day_nano_interval():
+        return [_month_day_nano(v) for v in column.to_pylist()]
+    return [json_value(v) for v in column.to_pylist(maps_as_pydicts="lossy")]
+
+
+def _within_chars(rows: list[list[Any]], max_chars: int) -> int:
+    """How many leading rows fit in max_chars of JSON: one C-speed dump when they all fit, else row by row."""
+    if len(json.dumps(rows, default=str, ensure_ascii=False)) <= max_chars:
+        return len(rows)
+    used = 0
+    for index, row in enumerate(rows):
+        used += len(json.dumps(row, default=str, ensure_ascii=False))
+        if used > max_chars and index:
+            return index
+    return len(rows)
+
+
+def _finish(columns: list[ColumnInfo], rows: list[list[Any]], more: bool, max_rows: int, max_chars: int,
+            elapsed_ms: float, reason: str | None = None) -> QueryResult:
+    truncated = more or reason is not None
+    if more and reason is None:
+        reason = row_cap_reason(max_rows)
+    kept = _within_chars(rows, max_chars)
+    if kept < len(rows):
+        rows, truncated, reason = rows[:kept], True, char_cap_reason(max_chars, kept)
+    return QueryResult(columns=columns, rows=rows, row_count=len(rows), truncated=truncated,
+                       truncation_reason=reason, elapsed_ms=round(elapsed_ms, 3))
+
+
+def answer_from_arrow(columns: list[ColumnInfo], table: pa.Table, *, more: bool, max_rows: int, max_chars: int,
+                      elapsed_ms: float, reason: str | None = None) -> QueryResult:
+    """The capped answer from an Arrow table of at most max_rows rows; `more` says the engine had further rows."""
+    if table.num_rows > max_rows:
+        table, more = table.slice(0, max_rows), True
+    values = [_column_values(table.column(i)) for i in range(table.num_columns)]
+    rows = [list(r) for r in zip(*values, strict=True)] if values else [[] for _ in range(table.num_rows)]
+    return _finish(columns, rows, more, max_rows, max_chars, elapsed_ms, reason)
+
+
+def answer_from_rows(columns: list[ColumnInfo], records: Iterable[Sequence[Any]], *, more: bool, max_rows: int,
+                     max_chars: int, elapsed_ms: float, reason: str | None = None) -> QueryResult:
+    """The capped answer from engine rows, for an engine that gives no Arrow."""
+    rows: list[list[Any]] = []
+    for record in records:
+        if len(rows) >= max_rows:
+            more = True
+            break
+        rows.append([json_value(v) for v in record])
+    return _finish(columns, rows, more, max_rows, max_chars, elapsed_ms, reason)

@@ -1,0 +1,390 @@
+"""One runner per backend: each runs the portable rule set through that backend's SystemTables, with the backend's
+own optimisations declared as a list of transformations (pySigma's shape), never a fork of the engine.
+
+- The embedded runner builds each shared rollup once per run in the backend's scratch database, optionally copies a
+  window's rows into shared slices, points rules at them, and adds sargable filters: one connection, the backend's.
+- The statement runner sends each rule's standalone Databricks SQL (rollups as leading CTEs) through any backend's
+  `execute`, with named parameters, up to the configured parallelism: a SQL warehouse, Spark, or DuckDB itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+import duckdb
+import sqlglot
+import sqlglot.errors
+import structlog
+from sqlglot import exp
+
+from insight_mcp.agents.ingestion.backend import BackendError, QueryTimeout, Statement, SystemTables
+from insight_mcp.agents.ingestion.catalog import TABLES, get_table
+from insight_mcp.agents.ingestion.duckdb_backend import SCRATCH, DuckDBSystemTables
+from insight_mcp.agents.security.compiler import (
+    PortableRule,
+    RuleCompileError,
+    explain_or_fail,
+    point_at_rollups,
+    rename_tables,
+    render_duckdb,
+    rollup_table,
+    sargable_pairs,
+)
+from insight_mcp.agents.security.pipeline import RuleResult, RuleStat
+from insight_mcp.agents.security.ruleset import RuleSet
+from insight_mcp.agents.settings import DetectionSettings
+from insight_mcp.agents.sql.dialect import compat_transforms
+
+log = structlog.get_logger("insight_mcp.detections")
+
+SLICE_PREFIX = "slice_"
+RUNTIME = ("since", "until", "baseline_start")
+
+
+@dataclass(frozen=True)
+class Transformation:
+    """One declared change a backend makes to a portable rule before running it."""
+
+    name: str
+    why: str
+    apply: Callable[[exp.Expression, PortableRule], exp.Expression]
+
+
+def baseline_start(since: dt.datetime, days: int) -> dt.datetime:
+    """Where a rule's history starts: `days` whole days before the window's first day, whatever runs beside it."""
+    if days <= 0:
+        return since
+    return since.replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=days)
+
+
+def rule_params(rule: PortableRule, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
+    return {"since": since, "until": until, "baseline_start": baseline_start(since, rule.rule.baseline_days)}
+
+
+class RuleRunner(Protocol):
+    """What the engine needs of a backend's runner."""
+
+    kind: str
+    skipped: dict[str, str]
+
+    async def prepare(self, ruleset: RuleSet) -> None:
+        """Check and ready every rule for this backend; a rule whose tables the backend lacks is skipped."""
+        ...
+
+    async def run(self, rules: list[PortableRule], since: dt.datetime,
+                  until: dt.datetime) -> tuple[list[RuleResult], float, float]:
+        """Each rule's rows over [since, until), with the slice and rollup milliseconds."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _columns_read(table: str, rules: Iterable[PortableRule]) -> str:
+    """The columns of `table` any of these rules names: a shared slice carries only those."""
+    spec = get_table(table)
+    names = {c.name for c in spec.columns}
+    used = {spec.time_column, *spec.event_key}
+    for rule in rules:
+        if table in rule.tables:
+            try:
+                tree = sqlglot.parse_one(rule.databricks_sql, read="databricks")
+            except sqlglot.errors.ParseError:
+                return "*"
+            used |= {ident.name.lower() for ident in tree.find_all(exp.Identifier)} & names
+    return ", ".join(f'"{c.name}"' for c in spec.columns if c.name in used)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+# The embedded runner's SQL per rule, by the portable rule and everything the embedded form depends on.
+_DUCKDB_SQL: dict[tuple[object, ...], str] = {}
+MAX_CACHED = 2000
+
+
+class DuckDBRunner:
+    """The embedded workspace's runner: shared rollups and slices in the backend's scratch database."""
+
+    kind = "duckdb"
+
+    def __init__(self, backend: DuckDBSystemTables, config: DetectionSettings, *,
+                 sliced_tables: Iterable[str] = ()) -> None:
+        self.backend = backend
+        self.config = config
+        self._sliced = set(sliced_tables)
+        self.skipped: dict[str, str] = {}
+        self.sql: dict[str, str] = {}
+        self._rollup_sql: dict[str, str] = {}
+        self._rollup_readers: dict[str, list[str]] = {}
+        self._slice_columns: dict[str, str] = {}
+        self.transformations = [
+            Transformation("shared_rollups", "read each rollup from the table built once for this run",
+                           lambda tree, rule: point_at_rollups(rule.own, rule.rollups) if rule.rollups else tree),
+            Transformation("tables", "system.<schema>.<table> is the workspace's <schema>.<table>, or its slice",
+                           lambda tree, rule: rename_tables(tree, self._target)),
+            Transformation("compatibility", "make DuckDB answer as Spark does where sqlglot's output differs",
+                           lambda tree, rule: compat_transforms(tree)),
+            Transformation("sargable", "filter on plain columns before building concatenated strings",
+                           lambda tree, rule: sargable_pairs(tree)),
+        ]
+
+    def _target(self, schema_name: str, table_name: str) -> exp.Table:
+        full = f"system.{schema_name}.{table_name}"
+        if full in self._sliced:
+            return exp.table_(f"{SLICE_PREFIX}{schema_name}_{table_name}", db="main", catalog=SCRATCH)
+        return exp.table_(table_name, db=schema_name)
+
+    def transform(self, rule: PortableRule, functions: set[str]) -> str:
+        """The declared transformations in order, rendered as DuckDB SQL whose functions all exist."""
+        tree: exp.Expression = rule.own
+        for step in self.transformations:
+            tree = step.apply(tree, rule)
+        return render_duckdb(tree, rule.source, functions)
+
+    async def prepare(self, ruleset: RuleSet) -> None:
+        await self.backend.run_sync(self.prepare_sync, ruleset)
+
+    def prepare_sync(self, ruleset: RuleSet) -> None:
+        """Compile every rule for the embedded engine and check that it plans, under the scratch lock."""
+        with self.backend.scratch_lock():
+            cursor = self.backend.cursor()
+            try:
+                self._prepare(ruleset, cursor)
+            finally:
+                self.backend.release(cursor)
+
+    def _prepare(self, ruleset: RuleSet, cursor: duckdb.DuckDBPyConnection) -> None:
+        functions = {r[0].lower() for r in cursor.execute("SELECT function_name FROM duckdb_functions()").fetchall()}
+        present = {
+            f"system.{schema}.{table}"
+            for schema, table in cursor.execute(
+                f"SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name <> '{SCRATCH}'"
+            ).fetchall()
+        }
+        self._sliced &= present
+        rules = list(ruleset.rules.values())
+        self._slice_columns = {name: _columns_read(name, rules) for name in self._sliced}
+        for name in self._sliced:
+            self._fill_slice(cursor, name, None, None)
+        for rollup_id, tree in ruleset.rollups.items():
+            rollup, _path = ruleset.rollup_files[rollup_id]
+            if not set(rollup.tables) <= present:
+                continue  # rules reading it list the same tables and are skipped with the reason
+            sql = render_duckdb(sargable_pairs(compat_transforms(rename_tables(tree, self._target))),
+                                _path.name, functions)
+            self._rollup_sql[rollup_id] = sql
+            self._build_rollup(cursor, rollup_id, {"since": dt.datetime(2000, 1, 2), "until": dt.datetime(2000, 1, 2),
+                                                   "baseline_start": dt.datetime(2000, 1, 2)})
+        digest = (frozenset(self._sliced), hash(frozenset(functions)),
+                  tuple(sorted(self._rollup_sql.items())))
+        for rule_id, portable in ruleset.rules.items():
+            missing = sorted(set(portable.tables) - present)
+            if missing:
+                self.skipped[rule_id] = f"the workspace has no {', '.join(missing)}"
+                log.info("rule_skipped", rule=rule_id, reason=self.skipped[rule_id])
+                continue
+            key = (rule_id, portable.source, portable.databricks_sql, digest)
+            sql = _DUCKDB_SQL.get(key)
+            if sql is None:
+                sql = self.transform(portable, functions)
+                explain_or_fail(lambda text: self._explain(cursor, text), sql, portable.source)
+                if len(_DUCKDB_SQL) >= MAX_CACHED:
+                    _DUCKDB_SQL.clear()
+                _DUCKDB_SQL[key] = sql
+            self.sql[rule_id] = sql
+
+    @staticmethod
+    def _explain(cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
+        params = {"since": dt.datetime(2000, 1, 1), "until": dt.datetime(2000, 1, 2),
+                  "baseline_start": dt.datetime(1999, 12, 1)}
+        cursor.execute(f"EXPLAIN {sql}", {k: v for k, v in params.items() if f"${k}" in sql} or None)
+
+    def _build_rollup(self, cursor: duckdb.DuckDBPyConnection, rollup_id: str, params: dict[str, Any]) -> None:
+        sql = self._rollup_sql[rollup_id]
+        used = {k: v for k, v in params.items() if f"${k}" in sql}
+        target = rollup_table(rollup_id).sql("duckdb")
+        cursor.execute(f"CREATE OR REPLACE TABLE {target} AS {sql}", used or None)
+
+    def _fill_slice(self, cursor: duckdb.DuckDBPyConnection, name: str, start: dt.datetime | None,
+                    until: dt.datetime | None) -> None:
+        """One filtered pass per sliced table: the rules reading it share the window's and baselines' rows.
+
+        Off by default: on a workspace whose rows are in time order (generated, or loaded export by export), rules
+        reading the file directly prune by zone maps and read only their columns, which measured 2.7x faster at 10M
+        rows than copying a window that spans most of the table. Slicing pays when the window is a small part of an
+        unordered table.
+        """
+        spec = get_table(name)
+        target = f"{SCRATCH}.main.{SLICE_PREFIX}{spec.schema_name}_{spec.table_name}"
+        source = f"SELECT {self._slice_columns[name]} FROM {spec.local_name}"
+        if start is None:
+            cursor.execute(f"CREATE OR REPLACE TABLE {target} AS {source} LIMIT 0")
+        else:
+            cursor.execute(f"CREATE OR REPLACE TABLE {target} AS {source} "
+                           f"WHERE {spec.time_column} >= $start AND {spec.time_column} < $until",
+                           {"start": start, "until": until})
+
+    def _shared(self, rules: list[PortableRule], since: dt.datetime,
+                until: dt.datetime) -> tuple[float, float, dict[str, str]]:
+        """Fill the slices and build each rollup the rules read, once, with the longest history among them."""
+        cursor = self.backend.cursor()
+        try:
+            started = time.perf_counter()
+            earliest = min((rule_params(r, since, until)["baseline_start"] for r in rules), default=since)
+            for name in self._sliced:
+                self._fill_slice(cursor, name, earliest, until)
+            slice_ms = (time.perf_counter() - started) * 1000
+            needed: dict[str, dict[str, Any]] = {}
+            for rule in rules:
+                for name in rule.rollups:
+                    params = rule_params(rule, since, until)
+                    if name not in needed or params["baseline_start"] < needed[name]["baseline_start"]:
+                        needed[name] = params
+            started = time.perf_counter()
+            failed: dict[str, str] = {}
+            for name, params in sorted(needed.items()):
+                try:
+                    self._build_rollup(cursor, name, params)
+                except duckdb.Error as exc:
+                    failed[name] = _first_line(exc)
+                    log.warning("rollup_failed", rollup=name, error=failed[name])
+            return slice_ms, (time.perf_counter() - started) * 1000, failed
+        finally:
+            self.backend.release(cursor)
+
+    def _run_one(self, rule: PortableRule, params: dict[str, Any]) -> RuleResult:
+        sql = self.sql[rule.rule.id]
+        cursor = self.backend.cursor()
+        started = time.perf_counter()
+        try:
+            used = {k: v for k, v in params.items() if f"${k}" in sql}
+            relation = cursor.execute(sql, used or None)
+            names = [d[0] for d in relation.description or []]
+            rows = [dict(zip(names, r, strict=True)) for r in relation.fetchall()]
+            stat = RuleStat(rule_id=rule.rule.id, ms=(time.perf_counter() - started) * 1000, rows=len(rows))
+            return RuleResult(rule=rule.rule, rows=rows, stat=stat)
+        except duckdb.Error as exc:
+            message = _first_line(exc)
+            log.warning("rule_failed", rule=rule.rule.id, error=message)
+            stat = RuleStat(rule_id=rule.rule.id, ms=(time.perf_counter() - started) * 1000, rows=0, error=message)
+            return RuleResult(rule=rule.rule, rows=[], stat=stat)
+        finally:
+            self.backend.release(cursor)
+
+    async def run(self, rules: list[PortableRule], since: dt.datetime,
+                  until: dt.datetime) -> tuple[list[RuleResult], float, float]:
+        lock = self.backend.scratch_lock()
+        await anyio.to_thread.run_sync(lock.acquire)  # not abandoned on cancellation: the finally releases it
+        try:
+            slice_ms, rollup_ms, broken = await self.backend.run_sync(self._shared, rules, since, until)
+            limiter = anyio.Semaphore(self.config.parallelism)
+            results: list[RuleResult] = []
+
+            async def one(rule: PortableRule) -> None:
+                failed = next((name for name in rule.rollups if name in broken), None)
+                if failed is not None:
+                    error = f"shared rollup {failed} could not be built: {broken[failed]}"
+                    results.append(RuleResult(rule=rule.rule, rows=[],
+                                              stat=RuleStat(rule_id=rule.rule.id, ms=0.0, rows=0, error=error)))
+                    return
+                async with limiter:
+                    results.append(await self.backend.run_sync(self._run_one, rule,
+                                                               rule_params(rule, since, until)))
+
+            async with anyio.create_task_group() as tg:
+                for rule in rules:
+                    tg.start_soon(one, rule)
+        finally:
+            lock.release()
+        return results, slice_ms, rollup_ms
+
+    def close(self) -> None:
+        """Nothing of its own to close: the backend owns the connection."""
+
+
+def _typed_rows(columns: list[Any], rows: list[list[Any]]) -> list[dict[str, Any]]:
+    names = [c.name for c in columns]
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+class StatementRunner:
+    """Any backend's runner: each rule's standalone Databricks SQL as one statement, with named parameters."""
+
+    def __init__(self, backend: SystemTables, config: DetectionSettings,
+                 transformations: list[Transformation] | None = None) -> None:
+        self.backend = backend
+        self.kind = backend.kind
+        self.config = config
+        self.transformations = list(transformations or [])  # rollups stay leading CTEs; tables stay `system.*`
+        self.skipped: dict[str, str] = {}
+        self.sql: dict[str, str] = {}
+
+    async def prepare(self, ruleset: RuleSet) -> None:
+        """Skip the rules reading a table this backend does not hold; render each rule once."""
+        wanted = sorted({t for r in ruleset.rules.values() for t in r.tables} & set(TABLES))
+        present = {s.name for s in await self.backend.table_stats(wanted) if s.present}
+        for rule_id, portable in ruleset.rules.items():
+            missing = sorted(set(portable.tables) - present)
+            if missing:
+                self.skipped[rule_id] = f"the workspace has no {', '.join(missing)}"
+                continue
+            tree = sqlglot.parse_one(portable.databricks_sql, read="databricks")
+            for step in self.transformations:
+                tree = step.apply(tree, portable)
+            self.sql[rule_id] = tree.sql("databricks")
+
+    async def _run_one(self, rule: PortableRule, since: dt.datetime, until: dt.datetime) -> RuleResult:
+        sql = self.sql[rule.rule.id]
+        params = {k: v for k, v in rule_params(rule, since, until).items() if f":{k}" in sql}
+        started = time.perf_counter()
+        limit = self.config.max_rule_rows
+        try:
+            answer = await self.backend.execute(Statement(databricks_sql=sql, params=params), max_rows=limit,
+                                                max_chars=2**62, timeout_seconds=self.config.rule_timeout_seconds)
+        except (BackendError, QueryTimeout) as exc:
+            message = _first_line(exc)
+            log.warning("rule_failed", rule=rule.rule.id, error=message, backend=self.kind)
+            return RuleResult(rule=rule.rule, rows=[], stat=RuleStat(
+                rule_id=rule.rule.id, ms=(time.perf_counter() - started) * 1000, rows=0, error=message))
+        error = None
+        if answer.truncated:
+            error = (f"returned more than {limit} rows; only the first {limit} were read "
+                     "(detections.max_rule_rows)")
+        rows = _typed_rows(answer.columns, answer.rows)
+        return RuleResult(rule=rule.rule, rows=rows, stat=RuleStat(
+            rule_id=rule.rule.id, ms=(time.perf_counter() - started) * 1000, rows=len(rows), error=error))
+
+    async def run(self, rules: list[PortableRule], since: dt.datetime,
+                  until: dt.datetime) -> tuple[list[RuleResult], float, float]:
+        limiter = anyio.Semaphore(self.config.parallelism)
+        results: list[RuleResult] = []
+
+        async def one(rule: PortableRule) -> None:
+            async with limiter:
+                results.append(await self._run_one(rule, since, until))
+
+        async with anyio.create_task_group() as tg:
+            for rule in rules:
+                tg.start_soon(one, rule)
+        return results, 0.0, 0.0
+
+    def close(self) -> None:
+        """The backend is its caller's to close."""
+
+
+def runner_for(backend: SystemTables, config: DetectionSettings, *, sliced_tables: Iterable[str] = ()) -> RuleRunner:
+    """The embedded workspace gets its own runner; every other backend runs portable statements."""
+    if isinstance(backend, DuckDBSystemTables) and backend.kind == "duckdb":
+        return DuckDBRunner(backend, config, sliced_tables=sliced_tables)
+    return StatementRunner(backend, config)
+
+
+__all__ = ["DuckDBRunner", "RuleCompileError", "RuleRunner", "StatementRunner", "Transformation", "baseline_start",
+           "runner_for"]

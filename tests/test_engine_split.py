@@ -1,0 +1,207 @@
+"""One engine for every backend: the portable rule set, a runner per backend, one findings pipeline; shared answer
+building; the risk tools reading the last run; serving closes what it opened."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import duckdb
+import pyarrow as pa
+
+from insight_mcp.agents.ingestion.answer_builder import answer_from_arrow, answer_from_rows
+from insight_mcp.agents.ingestion.backend import ColumnInfo
+from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
+from insight_mcp.agents.security.engine import DetectionEngine
+from insight_mcp.agents.security.model import Finding
+from insight_mcp.agents.security.runners import DuckDBRunner, StatementRunner
+from insight_mcp.agents.security.service import SecurityAgent
+from insight_mcp.agents.settings import DetectionSettings, load_settings
+
+SINCE, UNTIL = dt.datetime(2026, 11, 7), dt.datetime(2026, 11, 21)
+
+
+class PortableOnly(DuckDBSystemTables):
+    """The embedded workspace seen as any other backend: it only takes statements, so the engine must send each
+    rule's standalone Databricks SQL (rollups as leading CTEs), as it would to a warehouse or Spark."""
+
+    kind = "portable"
+
+
+def _shape(findings: list[Finding]) -> list[tuple[Any, ...]]:
+    """What a finding says; its evidence sample only when it holds every event (a sample of more is any of them)."""
+    return sorted((f.id, f.rule_id, f.principal, f.severity, f.first_seen, f.last_seen, f.event_count,
+                   f.occurrences, tuple(sorted(f.evidence.event_ids)) if f.event_count <= 10 else len(
+                       f.evidence.event_ids)) for f in findings)
+
+
+def test_the_portable_statements_find_what_the_embedded_runner_finds(demo_workspace: Path) -> None:
+    embedded = DuckDBSystemTables(demo_workspace)
+    portable = PortableOnly(demo_workspace)
+    try:
+        fast = DetectionEngine(embedded, DetectionSettings())
+        plain = DetectionEngine(portable, DetectionSettings(parallelism=2))
+        assert isinstance(fast.runner, DuckDBRunner) and isinstance(plain.runner, StatementRunner)
+        assert [t.name for t in fast.runner.transformations] == ["shared_rollups", "tables", "compatibility",
+                                                                 "sargable"]
+        assert plain.runner.transformations == []
+        one = anyio.run(lambda: fast.run(SINCE, UNTIL))
+        two = anyio.run(lambda: plain.run(SINCE, UNTIL))
+        assert two.backend == "portable" and one.backend == "duckdb"
+        assert [s for s in one.stats if s.error] == [] and [s for s in two.stats if s.error] == []
+        assert one.rules_run == two.rules_run > 60
+        assert {s.rule_id: s.rows for s in one.stats} == {s.rule_id: s.rows for s in two.stats}
+        assert len(one.findings) > 20
+        assert _shape(one.findings) == _shape(two.findings)
+    finally:
+        anyio.run(embedded.close)
+        anyio.run(portable.close)
+
+
+def test_detections_use_the_agents_own_backend_and_leave_it_open(demo_workspace: Path, tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home", workspace_file=demo_workspace)
+    backend = DuckDBSystemTables(demo_workspace)
+    agent = SecurityAgent(settings, backend)
+    try:
+        engine = agent.engine()
+        assert engine.backend is backend
+        anyio.run(lambda: agent.run(since="2026-11-14", until="2026-11-21"))
+        agent.close()
+        # the backend still answers after the engine has gone: the engine never owned it
+        stats = anyio.run(lambda: backend.table_stats(["system.access.audit"]))
+        assert stats[0].rows > 0
+    finally:
+        anyio.run(backend.close)
+
+
+def test_an_engine_given_a_file_opens_and_closes_its_own_backend(demo_workspace: Path) -> None:
+    engine = DetectionEngine(demo_workspace, DetectionSettings(), only=["brute_force_user"])
+    backend = engine.backend
+    assert isinstance(backend, DuckDBSystemTables)
+    anyio.run(lambda: engine.run(SINCE, UNTIL))
+    engine.close()
+    assert backend._conn is None
+
+
+def test_two_engines_on_one_file_take_turns_with_the_shared_rollups(demo_workspace: Path) -> None:
+    """Every connection to a file shares one scratch database: runs over different windows must not mix rollups."""
+    readers = ["first_seen_public_ip", "ip_many_principals"]
+    a, b = DuckDBSystemTables(demo_workspace), DuckDBSystemTables(demo_workspace)
+    try:
+        ea, eb = DetectionEngine(a, DetectionSettings(), only=readers), DetectionEngine(b, DetectionSettings(),
+                                                                                       only=readers)
+        windows = [(dt.datetime(2026, 11, 14), UNTIL), (dt.datetime(2026, 11, 19), UNTIL)]
+        alone = [anyio.run(lambda w=w: ea.run(*w)) for w in windows]
+
+        async def together() -> list[Any]:
+            out: list[Any] = [None, None]
+
+            async def one(i: int, engine: DetectionEngine) -> None:
+                out[i] = await engine.run(*windows[i])
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(one, 0, ea)
+                    tg.start_soon(one, 1, eb)
+            return out
+
+        both = anyio.run(together)
+        assert [_shape(r.findings) for r in both] == [_shape(r.findings) for r in alone]
+    finally:
+        anyio.run(a.close)
+        anyio.run(b.close)
+
+
+# --- shared answer building -----------------------------------------------------------------------------------
+
+
+def _cols(*names: str) -> list[ColumnInfo]:
+    return [ColumnInfo(name=n, type="string") for n in names]
+
+
+def test_arrow_and_rows_give_the_same_answer_with_json_safe_values() -> None:
+    con = duckdb.connect()
+    sql = ("SELECT map(['a'], [1]) AS m, {'x': map(['k'], ['v'])} AS s, TIMESTAMP '2026-01-01 10:00:00.5' AS t, "
+           "'ok\u200b' AS v, 7::HUGEINT AS h, 1.5::DECIMAL(5,2) AS d, "
+           "INTERVAL 2 HOUR AS i, 'nan'::DOUBLE AS f, NULL AS n")
+    con.execute("SET TimeZone = 'UTC'")
+    table = con.sql(sql).to_arrow_table()
+    rows = con.execute(sql).fetchall()
+    columns = _cols(*table.column_names)
+    from_arrow = answer_from_arrow(columns, table, more=False, max_rows=10, max_chars=10_000, elapsed_ms=1)
+    from_rows = answer_from_rows(columns, rows, more=False, max_rows=10, max_chars=10_000, elapsed_ms=1)
+    assert from_arrow.rows == from_rows.rows
+    assert from_arrow.rows[0] == [{"a": 1}, {"x": {"k": "v"}}, "2026-01-01T10:00:00.500000Z",
+                                  "ok", 7, 1.5, 7200.0, "nan", None]
+    json.dumps(from_arrow.rows, allow_nan=False)
+    zoned = pa.table({"t": pa.array([dt.datetime(2026, 1, 1, 10)], pa.timestamp("us", tz="UTC"))})
+    assert answer_from_arrow(_cols("t"), zoned, more=False, max_rows=1, max_chars=100,
+                             elapsed_ms=0).rows == [["2026-01-01T10:00:00Z"]]
+
+
+def test_answers_are_capped_by_rows_and_by_characters() -> None:
+    table = pa.table({"n": list(range(50)), "s": ["x" * 100] * 50})
+    by_rows = answer_from_arrow(_cols("n", "s"), table, more=False, max_rows=10, max_chars=10**6, elapsed_ms=0)
+    assert by_rows.row_count == 10 and by_rows.truncated and "more than 10 rows" in (by_rows.truncation_reason or "")
+    by_chars = answer_from_arrow(_cols("n", "s"), table, more=False, max_rows=50, max_chars=1000, elapsed_ms=0)
+    assert by_chars.truncated and 0 < by_chars.row_count < 10
+    assert len(json.dumps(by_chars.rows)) <= 1000 + 120
+    whole = answer_from_arrow(_cols("n", "s"), table, more=False, max_rows=50, max_chars=10**6, elapsed_ms=0)
+    assert not whole.truncated and whole.row_count == 50 and whole.truncation_reason is None
+    engine_had_more = answer_from_rows(_cols("n"), [[1]], more=True, max_rows=1, max_chars=100, elapsed_ms=0)
+    assert engine_had_more.truncated and engine_had_more.rows == [[1]]
+    assert answer_from_rows(_cols("d"), [[decimal.Decimal("2.5")]], more=False, max_rows=5, max_chars=100,
+                            elapsed_ms=0).rows == [[2.5]]
+
+
+# --- the risk tools read the last run; serving closes what it opened -------------------------------------------
+
+
+def test_the_risk_tools_read_the_last_whole_run_over_the_same_window(demo_workspace: Path, tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home", workspace_file=demo_workspace)
+    backend = DuckDBSystemTables(demo_workspace)
+    agent = SecurityAgent(settings, backend)
+
+    async def scenario() -> None:
+        engine = agent.engine()
+        first = await agent.run()  # the default window, every rule: what run_detections does
+        assert engine.runs == 1
+        again = await agent.latest_run()
+        assert engine.runs == 1 and again is first
+        filtered = await agent.run(categories=["data_exfiltration"])  # a partial run is not the suite's findings
+        assert engine.runs == 2 and len(filtered.findings) < len(first.findings)
+        assert await agent.latest_run() is first and engine.runs == 2
+        other = await agent.latest_run(since="2026-11-18", until="2026-11-21")  # no run over this window yet
+        assert engine.runs == 3 and other is not first
+        assert await agent.latest_run(since="2026-11-18", until="2026-11-21") is other and engine.runs == 3
+
+    try:
+        anyio.run(scenario)
+    finally:
+        agent.close()
+        anyio.run(backend.close)
+
+
+def test_closing_the_servers_closes_the_backend_and_the_engines(demo_workspace: Path, tmp_path: Path) -> None:
+    from insight_mcp.clients.client import connect_in_process
+    from insight_mcp.servers.app import build_servers, close_servers
+
+    settings = load_settings(home=tmp_path / "home", workspace_file=demo_workspace)
+    settings = settings.model_copy(update={"tracing": settings.tracing.model_copy(update={"enabled": False})})
+    servers = build_servers(settings, ["system-tables", "security"])
+    backend = servers["security"].backends[0]
+    assert servers["system-tables"].backends == [backend] and isinstance(backend, DuckDBSystemTables)
+
+    async def use() -> None:
+        async with connect_in_process(servers["security"]) as client:
+            top = (await client.call("top_risks", {"since": "2026-11-14", "until": "2026-11-21"})).structured
+            assert top is not None and top["principals"]
+
+    anyio.run(use)
+    assert backend._conn is not None
+    close_servers(servers)
+    assert backend._conn is None and backend._pool is None
