@@ -17,7 +17,7 @@ NODE_STAMP := $(INSIGHT_NODE_TOOLS)/.installed
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv sync --frozen --extra dev --python $(BIN)/python
+	$(BIN)/uv sync --frozen --extra dev --extra spark --python $(BIN)/python
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_roundtrip.py
 	$(BIN)/python benchmarks/bench_load.py
 	$(BIN)/python benchmarks/bench_detect.py
+	$(BIN)/python benchmarks/bench_spark_detect.py
 	$(BIN)/python benchmarks/bench_tracing.py
 	$(BIN)/python benchmarks/bench_analyze.py
 	$(BIN)/python benchmarks/bench_evaluate_agent.py

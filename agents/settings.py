@@ -150,6 +150,21 @@ class AlertSettings(BaseModel):
         return self.enabled and bool(self.smtp.host or self.webhook.url)
 
 
+class SparkSettings(BaseModel):
+    """Where Spark runs and where it finds the system tables (INSIGHT_SPARK__*; the remote is INSIGHT_SPARK_REMOTE)."""
+
+    master: str = Field("local[2]", description="Local mode's master, when no Spark Connect remote is set.")
+    tables_dir: Path | None = Field(None, description="Folder of the tables, one <schema>/<table> folder each; "
+                                                      "default $INSIGHT_HOME/spark.")
+    table_format: Literal["parquet", "delta"] = Field("parquet", description="How the tables at tables_dir are "
+                                                                             "stored (delta needs Delta on the "
+                                                                             "cluster).")
+    catalog: str | None = Field(None, description="Read the tables from this catalog instead of tables_dir: "
+                                                  "`system` on Databricks Connect, or a catalog holding copies.")
+    driver_memory: str = Field("1g", description="Local mode's driver memory.")
+    connect_timeout_seconds: float = Field(20.0, gt=0, le=600, description="Longest wait to reach a remote.")
+
+
 class Settings(BaseSettings):
     """Everything the suite reads from its environment: paths, backend, limits, serving and the LM."""
 
@@ -161,7 +176,11 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(default_factory=lambda: Path("~/.insight-mcp"), description="Where every file is written.")
-    backend: Literal["duckdb", "databricks"] = "duckdb"
+    backend: Literal["duckdb", "spark", "databricks"] = "duckdb"
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    spark_remote: SecretStr | None = Field(
+        None, description="Spark Connect URL, sc://host:port (INSIGHT_SPARK_REMOTE), for a cluster or Databricks "
+                          "Connect; local mode when unset. Kept secret: the URL may carry a token.")
     workspace_file: Path | None = Field(None, description="DuckDB workspace; default $INSIGHT_HOME/workspace.duckdb.")
     query: QueryLimits = Field(default_factory=QueryLimits)
     detections: DetectionSettings = Field(default_factory=DetectionSettings)
@@ -217,7 +236,7 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
 
-    @field_validator("api_token", "lm_api_key", mode="before")
+    @field_validator("api_token", "lm_api_key", "spark_remote", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -226,6 +245,11 @@ class Settings(BaseSettings):
     def workspace_path(self) -> Path:
         """The embedded workspace file."""
         return self.workspace_file or self.home / "workspace.duckdb"
+
+    @property
+    def spark_tables_dir(self) -> Path:
+        """Where local Spark keeps the system tables."""
+        return self.spark.tables_dir or self.home / "spark"
 
     @property
     def state_path(self) -> Path:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from insight_mcp.agents.settings import Settings, SettingsError
-from insight_mcp.clients.cli_common import JsonOpt, err, fail, out, print_json, settings_of
+from insight_mcp.clients.cli_common import BackendOpt, JsonOpt, err, fail, out, print_json, settings_of
 
 
 @contextlib.contextmanager
@@ -93,6 +93,7 @@ def analyze_command(
     formats: Annotated[str | None, typer.Option("--format", help="Comma-separated: md, json, html (default all).")]
     = None,
     no_alerts: Annotated[bool, typer.Option("--no-alerts", help="Write the reports but send no alerts.")] = False,
+    backend: BackendOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the full pipeline: ingestion check, detections and network analysis, reports, alerts, MLflow run."""
@@ -103,7 +104,7 @@ def analyze_command(
     from insight_mcp.agents.orchestrator import AnalysisRequest
     from insight_mcp.agents.reporting.render import ReportFolderError, ReportTemplateError
 
-    settings = settings_of(ctx)
+    settings = settings_of(ctx, backend)
     try:
         request = AnalysisRequest(
             since=since, until=until, out_dir=out_dir.expanduser().resolve() if out_dir else None,

@@ -18,7 +18,7 @@ from insight_mcp.agents.logs import configure_logging
 from insight_mcp.agents.settings import SettingsError, load_settings
 from insight_mcp.clients.alerts_cli import alerts_app
 from insight_mcp.clients.analyze_cli import analyze_command
-from insight_mcp.clients.cli_common import JsonOpt, err, fail, out, print_json, settings_of
+from insight_mcp.clients.cli_common import BackendOpt, JsonOpt, err, fail, out, print_json, settings_of
 from insight_mcp.clients.evaluate_cli import evaluate_app
 from insight_mcp.clients.optimize_cli import optimize_command
 from insight_mcp.clients.rules_cli import rules_app
@@ -74,12 +74,15 @@ def workspace_generate(
     seed: Annotated[int, typer.Option(help="Same seed, same estate.")] = 7,
     events_per_day: Annotated[int, typer.Option(help="Audit events per day.")] = 20_000,
     end: Annotated[str | None, typer.Option(help="Last day (exclusive), ISO date; default today.")] = None,
+    backend: BackendOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build the demo workspace: a realistic estate with labelled attack scenarios."""
+    """Build the demo workspace: a realistic estate with labelled attack scenarios (with --backend spark, also
+    written where Spark reads it)."""
     from insight_mcp.agents.ingestion.generator import generate_workspace
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, backend)
+    _check_writable_backend(settings.backend)
     try:
         end_day = dt.date.fromisoformat(end) if end else None
     except ValueError:
@@ -93,8 +96,9 @@ def workspace_generate(
             )
     except (ValueError, OSError) as exc:
         fail(str(exc))
+    published = _publish(settings, None, quiet=as_json)
     if as_json:
-        print_json(report.model_dump(mode="json"))
+        print_json(report.model_dump(mode="json") | ({"spark_tables": published} if published is not None else {}))
         return
     table = Table("table", "rows", title=f"workspace {report.path}")
     for name, rows in report.rows.items():
@@ -108,19 +112,23 @@ def workspace_load(
     ctx: typer.Context,
     table: Annotated[str, typer.Argument(help="Target table, e.g. system.access.audit.")],
     path: Annotated[Path, typer.Argument(help="A folder of part-*.json files, a .json/.jsonl, .parquet or .csv file.")],
+    backend: BackendOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Load files exported from a real workspace; malformed input loads nothing."""
+    """Load files exported from a real workspace; malformed input loads nothing. With --backend spark the table is
+    then written where Spark reads it (the embedded workspace stays the staging area that checks every row)."""
     from insight_mcp.agents.ingestion.loader import LoadError, load_table
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, backend)
+    _check_writable_backend(settings.backend)
     settings.home.mkdir(parents=True, exist_ok=True)
     try:
         report = load_table(settings.workspace_path, table, path)
     except LoadError as exc:
         fail(str(exc))
+    published = _publish(settings, [report.table], quiet=as_json)
     if as_json:
-        print_json(report.model_dump(mode="json"))
+        print_json(report.model_dump(mode="json") | ({"spark_tables": published} if published is not None else {}))
     else:
         out.print(
             f"{report.table}: {report.inserted:,} rows added, {report.duplicates:,} already present "
@@ -128,14 +136,40 @@ def workspace_load(
         )
 
 
+def _check_writable_backend(backend: str) -> None:
+    if backend == "databricks":
+        fail("a Databricks workspace's system tables are written by Databricks itself: load and generate write the "
+             "embedded workspace (--backend duckdb) or local Spark tables (--backend spark)")
+
+
+def _publish(settings: Any, tables: list[str] | None, *, quiet: bool) -> dict[str, int] | None:
+    """With the Spark backend, copy the tables to where Spark reads them; None on any other backend."""
+    if settings.backend != "spark":
+        return None
+    from insight_mcp.agents.ingestion.backend import BackendError
+    from insight_mcp.agents.ingestion.spark_tables import publish_tables
+
+    if settings.spark.catalog:
+        fail("INSIGHT_SPARK__CATALOG is set: the tables are read from that catalog, so there is nothing to write; "
+             "unset it to keep the tables under INSIGHT_SPARK__TABLES_DIR")
+    try:
+        written = publish_tables(settings.workspace_path, settings.spark_tables_dir, tables)
+    except (BackendError, OSError) as exc:
+        fail(f"could not write the Spark tables to {settings.spark_tables_dir}: {exc}")
+    if not quiet:
+        out.print(f"Spark tables at {settings.spark_tables_dir}: "
+                  + ", ".join(f"{name} ({rows:,} rows)" for name, rows in written.items()))
+    return written
+
+
 @workspace_app.command("info")
-def workspace_info(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Each table's row count and time range."""
+def workspace_info(ctx: typer.Context, backend: BackendOpt = None, as_json: JsonOpt = False) -> None:
+    """Each table's row count and time range, on the backend asked for."""
     from insight_mcp.agents.ingestion import explore
     from insight_mcp.agents.ingestion.backend import BackendError
     from insight_mcp.agents.ingestion.engines import build_backend
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, backend)
 
     async def run() -> list[explore.TableSummary]:
         backend = build_backend(settings)
@@ -291,6 +325,7 @@ def detect(
     incidents: Annotated[bool, typer.Option("--incidents", help="Correlate every rule's findings into incidents "
                                                                 "(accumulated risk per entity, known sequences) "
                                                                 "and print those instead.")] = False,
+    backend: BackendOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the detection rules over a window and print the findings, or with --incidents the incidents."""
@@ -300,7 +335,7 @@ def detect(
     from insight_mcp.agents.security.rules import RuleFileError
     from insight_mcp.agents.security.service import SecurityAgent
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, backend)
 
     if incidents and (category or rule):
         fail("--incidents correlates every rule's findings: leave out --category and --rule")

@@ -21,6 +21,9 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+BackendOpt = Annotated[str | None, typer.Option(
+    "--backend", help="duckdb (the embedded workspace), spark or databricks; default INSIGHT_BACKEND.")]
+BACKENDS = ("duckdb", "spark", "databricks")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -44,9 +47,14 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
 
 
-def settings_of(ctx: typer.Context) -> Settings:
-    """The settings the root command loaded once for the whole invocation."""
-    return ctx.find_root().obj  # type: ignore[no-any-return]
+def settings_of(ctx: typer.Context, backend: str | None = None) -> Settings:
+    """The settings the root command loaded once for the whole invocation, on the backend asked for."""
+    settings: Settings = ctx.find_root().obj
+    if backend is None or backend == settings.backend:
+        return settings
+    if backend not in BACKENDS:
+        fail(f"--backend must be one of {', '.join(BACKENDS)}")
+    return settings.model_copy(update={"backend": backend})
 
 
 @contextlib.contextmanager

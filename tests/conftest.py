@@ -14,6 +14,13 @@ from workspace_fixture import build_fixture_workspace
 
 from insight_mcp.agents.settings import Settings, load_settings
 
+# The longest files start first, so the two workers finish together instead of one waiting on a late start.
+LONG_FIRST = ("test_spark_backend.py",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONG_FIRST)  # stable: every other file keeps its order
+
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
@@ -25,7 +32,7 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setenv("TEXTGRAD_LOG_DIR", str(home / "logs"))
     for var in ("INSIGHT_API_TOKEN", "INSIGHT_CONFIG", "INSIGHT_BACKEND", "INSIGHT_WORKSPACE_FILE",
                 "INSIGHT_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI", "INSIGHT_ALLOWED_HOSTS", "INSIGHT_LM",
-                "INSIGHT_LM_MODEL", "INSIGHT_LM_API_BASE", "INSIGHT_LM_API_KEY"):
+                "INSIGHT_LM_MODEL", "INSIGHT_LM_API_BASE", "INSIGHT_LM_API_KEY", "INSIGHT_SPARK_REMOTE"):
         monkeypatch.delenv(var, raising=False)
     # In-process servers trace only in the tests about tracing: a tracking store per test would cost seconds.
     monkeypatch.setenv("INSIGHT_TRACING__ENABLED", "false")

@@ -8,9 +8,14 @@ from insight_mcp.agents.settings import Settings, SettingsError
 
 
 def build_backend(settings: Settings) -> SystemTables:
-    """The embedded workspace by default; a SQL warehouse when configured."""
+    """The embedded workspace by default; Spark (local or Connect) or a SQL warehouse when configured."""
     if settings.backend == "duckdb":
         return DuckDBSystemTables(settings.workspace_path)
+    if settings.backend == "spark":
+        from insight_mcp.agents.ingestion.spark_backend import SparkSystemTables
+
+        remote = settings.spark_remote.get_secret_value() if settings.spark_remote else None
+        return SparkSystemTables(settings.spark, tables_dir=settings.spark_tables_dir, remote=remote)
     raise SettingsError(
-        "INSIGHT_BACKEND=databricks is not available in this version; use the embedded workspace (duckdb)"
+        "INSIGHT_BACKEND=databricks is not available in this version; use the embedded workspace (duckdb) or spark"
     )

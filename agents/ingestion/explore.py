@@ -350,8 +350,8 @@ async def query_history_summary(
     sql = (
         f"SELECT {key} AS key, count(*) AS queries, "
         "count_if(execution_status = 'FAILED') AS failures, "
-        "percentile_approx(total_duration_ms, 0.5) AS p50_duration_ms, "
-        "percentile_approx(total_duration_ms, 0.95) AS p95_duration_ms, "
+        "round(percentile(total_duration_ms, 0.5), 1) AS p50_duration_ms, "
+        "round(percentile(total_duration_ms, 0.95), 1) AS p95_duration_ms, "
         "coalesce(sum(read_bytes), 0) AS read_bytes "
         "FROM system.query.history WHERE start_time >= :since AND start_time < :until "
         f"GROUP BY {key} ORDER BY queries DESC, key LIMIT {top}"

@@ -208,11 +208,11 @@ async def external_ips(backend: SystemTables, limits: QueryLimits, trusted: list
     start, end = await _window(backend, AUDIT, "event_time", since, until, 7, limits)
     sql = (
         "SELECT source_ip_address AS ip, count(DISTINCT user_identity.email) AS principals, "
-        "slice(collect_set(user_identity.email), 1, 5) AS sample_principals, count(*) AS events, "
+        "slice(sort_array(collect_set(user_identity.email)), 1, 5) AS sample_principals, count(*) AS events, "
         "count_if(response.status_code >= 400) AS failures, min(event_time) AS first_seen, "
         "max(event_time) AS last_seen FROM system.access.audit "
         "WHERE event_time >= :since AND event_time < :until AND source_ip_address IS NOT NULL "
-        "GROUP BY source_ip_address ORDER BY events DESC"
+        "GROUP BY source_ip_address ORDER BY events DESC, ip"
     )
     rows = await _rows(backend, limits, sql, {"since": start, "until": end}, 20_000)
     ips = []
@@ -232,11 +232,12 @@ async def ip_access_denials(backend: SystemTables, limits: QueryLimits, trusted:
     _check_top(top, limits)
     start, end = await _window(backend, AUDIT, "event_time", since, until, 7, limits)
     sql = (
-        "SELECT source_ip_address AS ip, count(*) AS denials, slice(collect_set(user_identity.email), 1, 10) "
-        "AS principals, slice(collect_set(workspace_id), 1, 10) AS workspaces, min(event_time) AS first_seen, "
+        "SELECT source_ip_address AS ip, count(*) AS denials, "
+        "slice(sort_array(collect_set(user_identity.email)), 1, 10) AS principals, "
+        "slice(sort_array(collect_set(workspace_id)), 1, 10) AS workspaces, min(event_time) AS first_seen, "
         "max(event_time) AS last_seen FROM system.access.audit "
         "WHERE event_time >= :since AND event_time < :until AND action_name = 'IpAccessDenied' "
-        f"GROUP BY source_ip_address ORDER BY denials DESC LIMIT {top}"
+        f"GROUP BY source_ip_address ORDER BY denials DESC, ip LIMIT {top}"
     )
     rows = await _rows(backend, limits, sql, {"since": start, "until": end}, top)
     by_ip = [DeniedIP(classification=classify_ip(r["ip"], trusted, lists), **r) for r in rows]
@@ -256,11 +257,12 @@ async def connection_patterns(backend: SystemTables, limits: QueryLimits, *, pri
         params["principal"] = principal.strip()
     sql = (
         "SELECT user_identity.email AS principal, count(*) AS events, count(DISTINCT source_ip_address) AS "
-        "distinct_ips, slice(collect_set(source_ip_address), 1, 50) AS ips, slice(collect_set(user_agent), 1, 10) "
-        "AS user_agents, count(DISTINCT session_id) AS sessions, collect_set(hour(event_time)) AS hours, "
+        "distinct_ips, slice(sort_array(collect_set(source_ip_address)), 1, 50) AS ips, "
+        "slice(sort_array(collect_set(user_agent)), 1, 10) AS user_agents, count(DISTINCT session_id) AS sessions, "
+        "sort_array(collect_set(hour(event_time))) AS hours, "
         "count_if(response.status_code >= 400) AS failures "
         f"FROM system.access.audit WHERE {where} GROUP BY user_identity.email "
-        f"ORDER BY distinct_ips DESC, events DESC LIMIT {top}"
+        f"ORDER BY distinct_ips DESC, events DESC, principal LIMIT {top}"
     )
     rows = await _rows(backend, limits, sql, params, top)
     lists = ReferenceLists()
@@ -278,10 +280,10 @@ async def egress_denials(backend: SystemTables, limits: QueryLimits, lists: Refe
     start, end = await _window(backend, "system.access.outbound_network", "event_time", since, until, 7, limits)
     sql = (
         "SELECT coalesce(destination, dns_event.domain_name, storage_event.hostname) AS destination, "
-        "count(*) AS denials, slice(collect_set(workspace_id), 1, 10) AS workspaces, "
+        "count(*) AS denials, slice(sort_array(collect_set(workspace_id)), 1, 10) AS workspaces, "
         "min(event_time) AS first_seen, max(event_time) AS last_seen FROM system.access.outbound_network "
         "WHERE event_time >= :since AND event_time < :until "
-        "GROUP BY coalesce(destination, dns_event.domain_name, storage_event.hostname) ORDER BY denials DESC"
+        "GROUP BY coalesce(destination, dns_event.domain_name, storage_event.hostname) ORDER BY denials DESC, 1"
     )
     rows = await _rows(backend, limits, sql, {"since": start, "until": end}, 5_000)
     found = [EgressDenial(classification=classify_destination(r["destination"], lists), **r)
@@ -310,7 +312,7 @@ async def data_volume_insights(backend: SystemTables, limits: QueryLimits, *, si
             f"SELECT {key} AS key, count(*) AS queries, coalesce(sum(read_bytes), 0) AS read_bytes, "
             "coalesce(sum(produced_rows), 0) AS produced_rows, coalesce(sum(shuffle_read_bytes), 0) AS "
             "shuffle_read_bytes FROM system.query.history WHERE start_time >= :since AND start_time < :until "
-            f"GROUP BY {key} ORDER BY read_bytes DESC"
+            f"GROUP BY {key} ORDER BY read_bytes DESC, 1"
         )
         rows = await _rows(backend, limits, sql, {"since": start, "until": end}, 10_000)
         flags = _robust_outliers([r["read_bytes"] for r in rows])
@@ -331,12 +333,12 @@ async def bottlenecks(backend: SystemTables, limits: QueryLimits, *, since: str 
         params["warehouse"] = warehouse_id
     sql = (
         "SELECT compute.warehouse_id AS warehouse_id, date_trunc('HOUR', start_time) AS hour, count(*) AS queries, "
-        "percentile_approx(waiting_at_capacity_duration_ms, 0.95) AS p95_queue_ms, "
-        "percentile_approx(compilation_duration_ms, 0.95) AS p95_compile_ms, "
+        "round(percentile(waiting_at_capacity_duration_ms, 0.95), 1) AS p95_queue_ms, "
+        "round(percentile(compilation_duration_ms, 0.95), 1) AS p95_compile_ms, "
         "coalesce(sum(spilled_local_bytes), 0) AS spilled_bytes, "
         "count_if(waiting_at_capacity_duration_ms > 0) / count(*) AS queued_share "
         f"FROM system.query.history WHERE {where} GROUP BY compute.warehouse_id, date_trunc('HOUR', start_time) "
-        f"ORDER BY p95_queue_ms DESC NULLS LAST, spilled_bytes DESC LIMIT {top}"
+        f"ORDER BY p95_queue_ms DESC NULLS LAST, spilled_bytes DESC, 1 LIMIT {top}"
     )
     rows = await _rows(backend, limits, sql, params, top)
     return Bottlenecks(since=start, until=end,

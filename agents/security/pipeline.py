@@ -135,7 +135,8 @@ def process(
                 findings[finding.id] = finding
     windows = {r.rule.id: r.rule.dedup_window_hours for r in results}
     episodes = merge_episodes(list(findings.values()), windows, max_evidence=config.max_evidence)
-    ordered = sorted(episodes, key=lambda f: (-SEVERITY_RANK[f.severity], f.first_seen, f.rule_id))
+    ordered = sorted(episodes, key=lambda f: (-SEVERITY_RANK[f.severity], f.first_seen, f.rule_id, f.principal,
+                                              f.id))
     stats = sorted((r.stat for r in results), key=lambda s: -s.ms)
     return DetectionRun(since=since, until=until, findings=ordered, suppressed=dropped, rules_run=len(results),
                         stats=stats, skipped=dict(skipped or {}), slice_ms=round(slice_ms, 2),

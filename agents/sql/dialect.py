@@ -27,6 +27,9 @@ def compat_transforms(tree: exp.Expression) -> exp.Expression:
         unit = node.args.get("unit")
         if not isinstance(node.parent, exp.Cast) and (unit is None or unit.name.upper() == "DAY"):
             node.replace(exp.cast(node.copy(), "DATE"))
+    for node in list(tree.find_all(exp.Quantile)):  # Spark's percentile() interpolates; DuckDB's quantile() does not
+        node.replace(exp.Anonymous(this="quantile_cont", expressions=[node.this.copy(),
+                                                                      node.args["quantile"].copy()]))
     for node in list(tree.find_all(exp.ArrayAgg, exp.ArrayUniqueAgg)):  # Spark: [] over only NULLs; DuckDB: NULL
         if not isinstance(node.parent, exp.Coalesce) and not isinstance(node.parent, exp.Window):
             node.replace(exp.Coalesce(this=node.copy(), expressions=[exp.Array(expressions=[])]))

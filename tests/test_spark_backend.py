@@ -1,0 +1,194 @@
+"""Spark (local[2]): the same tools, rules and findings as the embedded workspace, on a generated estate of a
+million audit rows; loading; and clear errors for what goes wrong."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from typer.testing import CliRunner
+
+from insight_mcp.agents.ingestion.backend import BackendError, Statement
+from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
+from insight_mcp.agents.ingestion.spark_backend import SparkSystemTables, redact_remote
+from insight_mcp.agents.ingestion.spark_tables import publish_tables
+from insight_mcp.agents.security.engine import DetectionEngine
+from insight_mcp.agents.security.model import Finding
+from insight_mcp.agents.settings import DetectionSettings, SparkSettings, load_settings
+
+pytest.importorskip("pyspark", reason="the spark extra is installed by make test")
+
+END = dt.date(2026, 11, 21)
+UNTIL = dt.datetime(2026, 11, 21)
+SINCE = UNTIL - dt.timedelta(days=7)
+TIMING = {"statement_ms", "elapsed_ms", "ms"}
+
+
+@pytest.fixture(scope="module")
+def estate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A generated estate of just over a million audit rows, and the same tables written where Spark reads them."""
+    from insight_mcp.agents.ingestion.generator import generate_workspace
+
+    root = tmp_path_factory.mktemp("spark-estate")
+    report = generate_workspace(root / "workspace.duckdb", days=30, users=200, events_per_day=34_000, end=END)
+    assert report.rows["system.access.audit"] >= 1_000_000
+    written = publish_tables(root / "workspace.duckdb", root / "spark")
+    assert written == report.rows
+    return root / "workspace.duckdb", root / "spark"
+
+
+@pytest.fixture(scope="module")
+def spark(estate: tuple[Path, Path]) -> Any:
+    backend = SparkSystemTables(SparkSettings(), tables_dir=estate[1])
+    yield backend
+    anyio.run(backend.close)
+
+
+def _shape(findings: list[Finding]) -> list[tuple[Any, ...]]:
+    """Everything a finding says. A list (evidence ids, sampled targets, IPs) by its length: which items a capped
+    collect_set or collect_list keeps, and in what order, is each engine's own choice."""
+    return sorted((f.id, f.rule_id, f.principal, f.severity, f.first_seen, f.last_seen, f.event_count,
+                   f.occurrences, f.workspace_id, len(f.evidence.event_ids),
+                   json.dumps({k: len(v) if isinstance(v, list) else v for k, v in f.evidence.fields.items()},
+                              sort_keys=True, default=str))
+                  for f in findings)
+
+
+def test_every_rule_finds_on_spark_what_it_finds_on_the_embedded_workspace(estate: tuple[Path, Path],
+                                                                             spark: Any) -> None:
+    duck = DetectionEngine(estate[0], DetectionSettings())
+    try:
+        expected = anyio.run(lambda: duck.run(SINCE, UNTIL))
+    finally:
+        duck.close()
+    engine = DetectionEngine(spark, DetectionSettings(parallelism=2))
+    run = anyio.run(lambda: engine.run(SINCE, UNTIL))
+    assert run.backend == "spark" and run.skipped == {}
+    assert [(s.rule_id, s.error) for s in run.stats if s.error] == []
+    assert run.rules_run == expected.rules_run > 60
+    assert {s.rule_id: s.rows for s in run.stats} == {s.rule_id: s.rows for s in expected.stats}
+    assert len(expected.findings) > 30
+    assert _shape(run.findings) == _shape(expected.findings)
+
+
+def _without_timing(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [_without_timing(v) for v in value]
+    return value
+
+
+def test_every_table_and_network_tool_answers_the_same_on_spark(estate: tuple[Path, Path], spark: Any,
+                                                              tmp_path: Path) -> None:
+    from insight_mcp.clients.client import connect_in_process
+    from insight_mcp.servers.network import build_network_server
+    from insight_mcp.servers.system_tables import build_system_tables_server
+
+    settings = load_settings(home=tmp_path / "home", workspace_file=estate[0])
+    settings = settings.model_copy(update={"tracing": settings.tracing.model_copy(update={"enabled": False})})
+    duck = DuckDBSystemTables(estate[0])
+    calls = {
+        "list_tables": {}, "describe_table": {"table": "system.access.audit"},
+        "run_query": {"sql": "SELECT action_name, count(*) AS n, min(event_time) AS first, "
+                             "max(source_ip_address) AS ip FROM system.access.audit WHERE event_date >= "
+                             "'2026-11-14' GROUP BY action_name ORDER BY n DESC, action_name LIMIT 20"},
+        "audit_events": {"service": "accounts", "status": "failure", "page_size": 20, "since": "2026-11-14"},
+        "cluster_inventory": {"only_risky": True},
+        "query_history_summary": {"group_by": "warehouse", "since": "2026-11-01", "top": 10},
+        "external_ips": {"top": 20}, "ip_access_denials": {"since": "2026-11-14"},
+        "connection_patterns": {"principal": "dana.lee@corvalis-energy.com"}, "egress_denials": {"top": 20},
+        "data_volume_insights": {"top": 10}, "bottlenecks": {},
+    }
+
+    async def answers(backend: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for build in (build_system_tables_server, build_network_server):
+            server = build(settings, backend)
+            async with connect_in_process(server) as client:
+                for name, args in calls.items():
+                    if name in server.declarations:
+                        answer = await client.call(name, args)
+                        out[name] = _without_timing(answer.structured)
+        return out
+
+    try:
+        expected = anyio.run(lambda: answers(duck))
+    finally:
+        anyio.run(duck.close)
+    got = anyio.run(lambda: answers(spark))
+    assert set(expected) == set(calls)
+    for name in calls:
+        assert got[name] == expected[name], name
+
+
+def test_statements_bind_parameters_and_cap_rows(spark: Any) -> None:
+    sql = "SELECT event_id FROM system.access.audit WHERE event_time >= :since ORDER BY event_time LIMIT 50"
+    answer = anyio.run(lambda: spark.execute(Statement(databricks_sql=sql, params={"since": SINCE}), max_rows=10,
+                                             max_chars=100_000, timeout_seconds=120))
+    assert answer.row_count == 10 and answer.truncated and "more than 10 rows" in (answer.truncation_reason or "")
+    hostile = {"since": "2026-11-14' OR 1=1 --"}  # bound as a value: Spark refuses it as a timestamp
+    with pytest.raises(BackendError) as refused:
+        anyio.run(lambda: spark.execute(Statement(databricks_sql=sql, params=hostile), max_rows=10,
+                                        max_chars=100_000, timeout_seconds=120))
+    assert "Traceback" not in str(refused.value) and "\tat " not in str(refused.value)
+
+
+def test_a_missing_table_names_the_folder_and_how_to_write_it(tmp_path: Path) -> None:
+    backend = SparkSystemTables(SparkSettings(), tables_dir=tmp_path / "nothing")
+    try:
+        with pytest.raises(BackendError, match="workspace load --backend spark") as missing:
+            anyio.run(lambda: backend.execute(Statement(databricks_sql="SELECT 1 FROM system.access.audit"),
+                                              max_rows=1, max_chars=100, timeout_seconds=60))
+        assert str(tmp_path / "nothing") in str(missing.value)
+        stats = anyio.run(lambda: backend.table_stats(["system.access.audit"]))
+        assert stats[0].present is False
+    finally:
+        anyio.run(backend.close)
+
+
+def test_a_remote_that_refuses_the_connection_is_named_without_its_token() -> None:
+    remote = "sc://127.0.0.1:9/;token=dapi-s3cr3t-value"
+    backend = SparkSystemTables(SparkSettings(), tables_dir=Path("/nonexistent"), remote=remote)
+    try:
+        with pytest.raises(BackendError) as refused:
+            anyio.run(lambda: backend.execute(Statement(databricks_sql="SELECT 1"), max_rows=1, max_chars=100,
+                                              timeout_seconds=120))
+    finally:
+        anyio.run(backend.close)
+    message = str(refused.value)
+    assert "INSIGHT_SPARK_REMOTE" in message and "127.0.0.1:9" in message
+    assert "s3cr3t" not in message and "token=***" in message
+    assert redact_remote(remote) == "sc://127.0.0.1:9/;token=***"
+
+
+def test_the_command_line_loads_and_detects_on_spark(tmp_path: Path) -> None:
+    from insight_mcp.clients.cli import app
+
+    home = tmp_path / "home"
+    export = Path(__file__).parent / "data" / "external_export"
+    runner = CliRunner()
+    loaded = runner.invoke(app, ["--home", str(home), "workspace", "load", "system.access.audit",
+                                 str(next(export.glob("audit*"))), "--backend", "spark", "--json"])
+    assert loaded.exit_code == 0, loaded.output
+    report = json.loads(loaded.stdout)
+    assert list(report["spark_tables"]) == ["system.access.audit"]
+    assert report["spark_tables"]["system.access.audit"] == report["inserted"] > 0
+    assert (home / "spark" / "access" / "audit").is_dir()
+    chosen = [arg for rule in ("brute_force_user", "brute_force_source_ip", "password_spray_low_and_slow",
+                                              "first_seen_public_ip")
+              for arg in ("--rule", rule)]
+    args = ["--home", str(home), "detect", "--since", "2026-01-01", "--until", "2027-01-01", "--min-severity",
+            "info", *chosen, "--json"]
+    on_duckdb = runner.invoke(app, args)
+    on_spark = runner.invoke(app, [*args, "--backend", "spark"])
+    assert on_duckdb.exit_code == 0 and on_spark.exit_code == 0, on_spark.output
+    said = [{k: f[k] for k in ("id", "rule_id", "severity", "event_count", "first_seen", "last_seen")}
+            for f in json.loads(on_duckdb.stdout)]
+    assert said and [{k: f[k] for k in said[0]} for f in json.loads(on_spark.stdout)] == said
+    wrong = runner.invoke(app, ["--home", str(home), "detect", "--backend", "oracle"])
+    assert wrong.exit_code == 2 and "--backend must be one of duckdb, spark, databricks" in wrong.output
