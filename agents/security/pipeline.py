@@ -103,6 +103,13 @@ def suppressed(finding: Finding, rules: Suppression) -> bool:
     return any(fnmatch.fnmatch(principal, p.lower()) for p in patterns)
 
 
+def _weight(finding: Finding) -> tuple[Any, ...]:
+    """Which of two rows with one finding id is kept: more events, then the earlier start, then the later end, then
+    the evidence; whatever order the engine returned them in (it differs between backends and runs)."""
+    return (finding.event_count, -finding.first_seen.timestamp(), finding.last_seen.timestamp(),
+            sorted(finding.evidence.event_ids))
+
+
 def process(
     results: list[RuleResult],
     config: DetectionSettings,
@@ -131,7 +138,7 @@ def process(
                 dropped += 1
                 continue
             existing = findings.get(finding.id)
-            if existing is None or finding.event_count > existing.event_count:
+            if existing is None or _weight(finding) > _weight(existing):
                 findings[finding.id] = finding
     windows = {r.rule.id: r.rule.dedup_window_hours for r in results}
     episodes = merge_episodes(list(findings.values()), windows, max_evidence=config.max_evidence)
