@@ -192,3 +192,27 @@ def test_the_command_line_loads_and_detects_on_spark(tmp_path: Path) -> None:
     assert said and [{k: f[k] for k in said[0]} for f in json.loads(on_spark.stdout)] == said
     wrong = runner.invoke(app, ["--home", str(home), "detect", "--backend", "oracle"])
     assert wrong.exit_code == 2 and "--backend must be one of duckdb, spark, databricks" in wrong.output
+
+
+def test_a_load_while_serving_is_read_at_the_next_statement(tmp_path: Path, fixture_workspace: Path) -> None:
+    """A load swaps the table's folder while a backend holds a view over it: the next statement reads the new rows."""
+    import shutil
+
+    import duckdb
+
+    workspace = tmp_path / "workspace.duckdb"
+    shutil.copy(fixture_workspace, workspace)
+    tables = tmp_path / "spark"
+    publish_tables(workspace, tables, ["system.access.audit"])
+    backend = SparkSystemTables(SparkSettings(), tables_dir=tables)
+    count = Statement(databricks_sql="SELECT count(*) AS n FROM system.access.audit")
+    try:
+        before = anyio.run(lambda: backend.execute(count, max_rows=1, max_chars=100, timeout_seconds=120)).rows[0][0]
+        with duckdb.connect(str(workspace)) as conn:
+            conn.execute("INSERT INTO access.audit SELECT * REPLACE (event_id || '-again' AS event_id) "
+                         "FROM access.audit LIMIT 3")
+        publish_tables(workspace, tables, ["system.access.audit"])
+        after = anyio.run(lambda: backend.execute(count, max_rows=1, max_chars=100, timeout_seconds=120)).rows[0][0]
+    finally:
+        anyio.run(backend.close)
+    assert after == before + 3

@@ -22,7 +22,7 @@ import sqlglot.errors
 import structlog
 from sqlglot import exp
 
-from insight_mcp.agents.ingestion.backend import BackendError, QueryTimeout, Statement, SystemTables
+from insight_mcp.agents.ingestion.backend import BackendError, Statement, SystemTables
 from insight_mcp.agents.ingestion.catalog import TABLES, get_table
 from insight_mcp.agents.ingestion.duckdb_backend import SCRATCH, DuckDBSystemTables
 from insight_mcp.agents.security.compiler import (
@@ -122,7 +122,6 @@ class DuckDBRunner:
         self.skipped: dict[str, str] = {}
         self.sql: dict[str, str] = {}
         self._rollup_sql: dict[str, str] = {}
-        self._rollup_readers: dict[str, list[str]] = {}
         self._slice_columns: dict[str, str] = {}
         self.transformations = [
             Transformation("shared_rollups", "read each rollup from the table built once for this run",
@@ -348,7 +347,7 @@ class StatementRunner:
         try:
             answer = await self.backend.execute(Statement(databricks_sql=sql, params=params), max_rows=limit,
                                                 max_chars=2**62, timeout_seconds=self.config.rule_timeout_seconds)
-        except (BackendError, QueryTimeout) as exc:
+        except BackendError as exc:  # a timeout too: QueryTimeout is one
             message = _first_line(exc)
             log.warning("rule_failed", rule=rule.rule.id, error=message, backend=self.kind)
             return RuleResult(rule=rule.rule, rows=[], stat=RuleStat(
