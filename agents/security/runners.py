@@ -52,7 +52,7 @@ class Transformation:
 
     name: str
     why: str
-    apply: Callable[[exp.Expression, PortableRule], exp.Expression]
+    apply: Callable[[exp.Expression, PortableRule | None], exp.Expression]
 
 
 def baseline_start(since: dt.datetime, days: int) -> dt.datetime:
@@ -125,7 +125,8 @@ class DuckDBRunner:
         self._slice_columns: dict[str, str] = {}
         self.transformations = [
             Transformation("shared_rollups", "read each rollup from the table built once for this run",
-                           lambda tree, rule: point_at_rollups(rule.own, rule.rollups) if rule.rollups else tree),
+                           lambda tree, rule: point_at_rollups(rule.own, rule.rollups)
+                           if rule and rule.rollups else tree),
             Transformation("tables", "system.<schema>.<table> is the workspace's <schema>.<table>, or its slice",
                            lambda tree, rule: rename_tables(tree, self._target)),
             Transformation("compatibility", "make DuckDB answer as Spark does where sqlglot's output differs",
@@ -173,11 +174,13 @@ class DuckDBRunner:
         for name in self._sliced:
             self._fill_slice(cursor, name, None, None)
         for rollup_id, tree in ruleset.rollups.items():
-            rollup, _path = ruleset.rollup_files[rollup_id]
+            rollup, path = ruleset.rollup_files[rollup_id]
             if not set(rollup.tables) <= present:
                 continue  # rules reading it list the same tables and are skipped with the reason
-            sql = render_duckdb(sargable_pairs(compat_transforms(rename_tables(tree, self._target))),
-                                _path.name, functions)
+            for step in self.transformations:
+                if step.name != "shared_rollups":  # a rollup is what rules are pointed at, never pointed itself
+                    tree = step.apply(tree, None)
+            sql = render_duckdb(tree, path.name, functions)
             self._rollup_sql[rollup_id] = sql
             self._build_rollup(cursor, rollup_id, {"since": dt.datetime(2000, 1, 2), "until": dt.datetime(2000, 1, 2),
                                                    "baseline_start": dt.datetime(2000, 1, 2)})
