@@ -165,6 +165,33 @@ class SparkSettings(BaseModel):
     connect_timeout_seconds: float = Field(20.0, gt=0, le=600, description="Longest wait to reach a remote.")
 
 
+class DatabricksSettings(BaseModel):
+    """Which SQL warehouse runs the statements, and how patiently (INSIGHT_DATABRICKS__*).
+
+    Credentials are not here: the Databricks SDK's unified auth finds them (DATABRICKS_HOST with DATABRICKS_TOKEN, a
+    service principal's DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET as Databricks Apps inject them, or a
+    profile of ~/.databrickscfg), so no secret passes through these settings.
+    """
+
+    warehouse_id: str | None = Field(None, description="The SQL warehouse's id (else DATABRICKS_WAREHOUSE_ID).")
+    host: str | None = Field(None, description="The workspace URL, when DATABRICKS_HOST or the profile does not "
+                                               "give it.")
+    profile: str | None = Field(None, description="A profile of ~/.databrickscfg (else DATABRICKS_CONFIG_PROFILE).")
+    catalog: str = Field("system", description="The catalog holding the system tables: `system`, or a catalog of "
+                                               "copies with the same schemas and tables.")
+    wait_timeout_seconds: int = Field(10, ge=0, le=50, description="How long a submit waits for the result before "
+                                                                   "polling (0, or 5 to 50, as the API allows).")
+    retry_timeout_seconds: float = Field(30.0, gt=0, le=3600, description="How long rate limits and brief outages "
+                                                                           "are retried, with backoff.")
+    inline_max_rows: int = Field(10_000, ge=1, description="Answers capped at up to this many rows come inline as "
+                                                           "JSON; larger ones as Arrow through external links.")
+
+    @field_validator("warehouse_id", "host", "profile", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
 class Settings(BaseSettings):
     """Everything the suite reads from its environment: paths, backend, limits, serving and the LM."""
 
@@ -178,6 +205,7 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path("~/.insight-mcp"), description="Where every file is written.")
     backend: Literal["duckdb", "spark", "databricks"] = "duckdb"
     spark: SparkSettings = Field(default_factory=SparkSettings)
+    databricks: DatabricksSettings = Field(default_factory=DatabricksSettings)
     spark_remote: SecretStr | None = Field(
         None, description="Spark Connect URL, sc://host:port (INSIGHT_SPARK_REMOTE), for a cluster or Databricks "
                           "Connect; local mode when unset. Kept secret: the URL may carry a token.")

@@ -34,6 +34,9 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
                 "INSIGHT_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI", "INSIGHT_ALLOWED_HOSTS", "INSIGHT_LM",
                 "INSIGHT_LM_MODEL", "INSIGHT_LM_API_BASE", "INSIGHT_LM_API_KEY", "INSIGHT_SPARK_REMOTE"):
         monkeypatch.delenv(var, raising=False)
+    for var in [v for v in os.environ if v.startswith(("DATABRICKS_", "INSIGHT_DATABRICKS__"))]:
+        monkeypatch.delenv(var)  # nor a developer's Databricks workspace, token or profile
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(home / "no-databrickscfg"))
     # In-process servers trace only in the tests about tracing: a tracking store per test would cost seconds.
     monkeypatch.setenv("INSIGHT_TRACING__ENABLED", "false")
     yield home

@@ -1,5 +1,6 @@
 """Spark (local[2]): the same tools, rules and findings as the embedded workspace, on a generated estate of a
-million audit rows; loading; and clear errors for what goes wrong."""
+million audit rows, directly and through the SQL warehouse backend (the Statement Execution API emulator executes on
+this Spark); loading; and clear errors for what goes wrong."""
 
 from __future__ import annotations
 
@@ -58,16 +59,18 @@ def _shape(findings: list[Finding]) -> list[tuple[Any, ...]]:
                   for f in findings)
 
 
-def test_every_rule_finds_on_spark_what_it_finds_on_the_embedded_workspace(estate: tuple[Path, Path],
-                                                                             spark: Any) -> None:
+@pytest.fixture(scope="module")
+def expected(estate: tuple[Path, Path]) -> Any:
+    """The whole suite on the embedded workspace: what every other engine must find."""
     duck = DetectionEngine(estate[0], DetectionSettings())
     try:
-        expected = anyio.run(lambda: duck.run(SINCE, UNTIL))
+        return anyio.run(lambda: duck.run(SINCE, UNTIL))
     finally:
         duck.close()
-    engine = DetectionEngine(spark, DetectionSettings(parallelism=2))
-    run = anyio.run(lambda: engine.run(SINCE, UNTIL))
-    assert run.backend == "spark" and run.skipped == {}
+
+
+def _same_run(run: Any, expected: Any, backend: str) -> None:
+    assert run.backend == backend and run.skipped == {}
     assert [(s.rule_id, s.error) for s in run.stats if s.error] == []
     assert run.rules_run == expected.rules_run > 60
     assert {s.rule_id: s.rows for s in run.stats} == {s.rule_id: s.rows for s in expected.stats}
@@ -83,47 +86,128 @@ def _without_timing(value: Any) -> Any:
     return value
 
 
-def test_every_table_and_network_tool_answers_the_same_on_spark(estate: tuple[Path, Path], spark: Any,
-                                                              tmp_path: Path) -> None:
+CALLS: dict[str, dict[str, Any]] = {
+    "list_tables": {}, "describe_table": {"table": "system.access.audit"},
+    "run_query": {"sql": "SELECT action_name, count(*) AS n, min(event_time) AS first, "
+                         "max(source_ip_address) AS ip, sort_array(collect_set(service_name)) AS services "
+                         "FROM system.access.audit WHERE event_date >= '2026-11-14' "
+                         "GROUP BY action_name ORDER BY n DESC, action_name LIMIT 20"},
+    "audit_events": {"service": "accounts", "status": "failure", "page_size": 20, "since": "2026-11-14"},
+    "cluster_inventory": {"only_risky": True},
+    "query_history_summary": {"group_by": "warehouse", "since": "2026-11-01", "top": 10},
+    "external_ips": {"top": 20}, "ip_access_denials": {"since": "2026-11-14"},
+    "connection_patterns": {"principal": "dana.lee@corvalis-energy.com"}, "egress_denials": {"top": 20},
+    "data_volume_insights": {"top": 10}, "bottlenecks": {},
+}
+
+
+def _tool_answers(estate: tuple[Path, Path], backend: Any, home: Path) -> dict[str, Any]:
+    """Every system-tables and network tool's structured answer on this backend, timings left out."""
     from insight_mcp.clients.client import connect_in_process
     from insight_mcp.servers.network import build_network_server
     from insight_mcp.servers.system_tables import build_system_tables_server
 
-    settings = load_settings(home=tmp_path / "home", workspace_file=estate[0])
+    settings = load_settings(home=home, workspace_file=estate[0])
     settings = settings.model_copy(update={"tracing": settings.tracing.model_copy(update={"enabled": False})})
-    duck = DuckDBSystemTables(estate[0])
-    calls = {
-        "list_tables": {}, "describe_table": {"table": "system.access.audit"},
-        "run_query": {"sql": "SELECT action_name, count(*) AS n, min(event_time) AS first, "
-                             "max(source_ip_address) AS ip FROM system.access.audit WHERE event_date >= "
-                             "'2026-11-14' GROUP BY action_name ORDER BY n DESC, action_name LIMIT 20"},
-        "audit_events": {"service": "accounts", "status": "failure", "page_size": 20, "since": "2026-11-14"},
-        "cluster_inventory": {"only_risky": True},
-        "query_history_summary": {"group_by": "warehouse", "since": "2026-11-01", "top": 10},
-        "external_ips": {"top": 20}, "ip_access_denials": {"since": "2026-11-14"},
-        "connection_patterns": {"principal": "dana.lee@corvalis-energy.com"}, "egress_denials": {"top": 20},
-        "data_volume_insights": {"top": 10}, "bottlenecks": {},
-    }
 
-    async def answers(backend: Any) -> dict[str, Any]:
+    async def answers() -> dict[str, Any]:
         out: dict[str, Any] = {}
         for build in (build_system_tables_server, build_network_server):
             server = build(settings, backend)
             async with connect_in_process(server) as client:
-                for name, args in calls.items():
+                for name, args in CALLS.items():
                     if name in server.declarations:
                         answer = await client.call(name, args)
                         out[name] = _without_timing(answer.structured)
         return out
 
+    return anyio.run(answers)
+
+
+@pytest.fixture(scope="module")
+def expected_answers(estate: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    duck = DuckDBSystemTables(estate[0])
     try:
-        expected = anyio.run(lambda: answers(duck))
+        answers = _tool_answers(estate, duck, tmp_path_factory.mktemp("duck-home"))
     finally:
         anyio.run(duck.close)
-    got = anyio.run(lambda: answers(spark))
-    assert set(expected) == set(calls)
-    for name in calls:
-        assert got[name] == expected[name], name
+    assert set(answers) == set(CALLS) and all(answers.values())
+    return answers
+
+
+def test_every_table_and_network_tool_answers_the_same_on_spark(estate: tuple[Path, Path], spark: Any,
+                                                              expected_answers: dict[str, Any],
+                                                              tmp_path: Path) -> None:
+    got = _tool_answers(estate, spark, tmp_path / "home")
+    for name in CALLS:
+        assert got[name] == expected_answers[name], name
+
+
+# --- the SQL warehouse backend, through the real databricks-sdk, to a Statement Execution API server on this Spark
+
+
+@pytest.fixture(scope="module")
+def warehouse(spark: Any) -> Any:
+    """The emulator of the Statement Execution API executing on this module's Spark, and a backend talking to it."""
+    import os
+
+    from warehouse_emulator import WarehouseEmulator
+
+    from insight_mcp.agents.ingestion.warehouse_backend import WarehouseSystemTables
+    from insight_mcp.agents.settings import DatabricksSettings
+
+    def execute(statement_id: str, sql: str, params: dict[str, Any], catalog: str | None,
+                schema: str | None) -> Any:
+        session = spark._session_now()
+        try:
+            text = spark.spark_sql(sql, session)
+        except BackendError as exc:  # no files for a table this estate lacks: what a warehouse says instead
+            raise RuntimeError(f"[TABLE_OR_VIEW_NOT_FOUND] {exc} SQLSTATE: 42P01") from None
+        session.addTag(statement_id)
+        try:
+            return session.sql(text, args=params or None).toArrow()
+        finally:
+            session.removeTag(statement_id)
+
+    def cancel(statement_id: str) -> None:
+        spark._session_now().interruptTag(statement_id)
+
+    with WarehouseEmulator(execute, canceller=cancel, chunk_rows=2_000) as server:
+        saved = os.environ.get("DATABRICKS_TOKEN")
+        os.environ["DATABRICKS_TOKEN"] = "dapi-test-token"  # the SDK's unified auth reads it
+        backend = WarehouseSystemTables(DatabricksSettings(host=server.url, warehouse_id="wh-test"))
+        backend._connect()  # now: each test's isolation clears the environment the SDK reads credentials from
+        try:
+            yield server, backend
+        finally:
+            anyio.run(backend.close)
+            if saved is None:
+                os.environ.pop("DATABRICKS_TOKEN", None)
+            else:
+                os.environ["DATABRICKS_TOKEN"] = saved
+
+
+def test_every_rule_finds_on_spark_through_a_sql_warehouse_what_it_finds_on_the_embedded_workspace(
+        expected: Any, warehouse: Any) -> None:
+    """One run of the whole suite answers two questions: every rule's standalone SQL runs on local[2] Spark (the
+    emulator executes it there, exactly as the Spark backend would) and finds what DuckDB finds; and the warehouse
+    backend carries it there and back (typed parameters, Arrow chunks through external links) without changing a
+    finding. Spark alone, without the warehouse, runs a few rules from the command line below."""
+    server, backend = warehouse
+    engine = DetectionEngine(backend, DetectionSettings(parallelism=2))
+    _same_run(anyio.run(lambda: engine.run(SINCE, UNTIL)), expected, "databricks")
+    sent = [r["body"] for r in server.requests if r["method"] == "POST" and r["path"] == "/api/2.0/sql/statements"]
+    assert {(b["warehouse_id"], b["catalog"]) for b in sent} == {("wh-test", "system")}
+    assert {b["disposition"] for b in sent} == {"INLINE", "EXTERNAL_LINKS"}  # table stats inline, rule rows as Arrow
+    assert all(":since" in b["statement"] and b["parameters"] for b in sent if "since" in str(b.get("parameters")))
+    assert any(r["path"].startswith("/external/") and not r["authorization"] for r in server.requests)
+
+
+def test_every_table_and_network_tool_answers_the_same_through_a_sql_warehouse(
+        estate: tuple[Path, Path], warehouse: Any, expected_answers: dict[str, Any], tmp_path: Path) -> None:
+    got = _tool_answers(estate, warehouse[1], tmp_path / "home")
+    for name in CALLS:
+        assert got[name] == expected_answers[name], name
 
 
 def test_statements_bind_parameters_and_cap_rows(spark: Any) -> None:

@@ -16,6 +16,8 @@ def build_backend(settings: Settings) -> SystemTables:
 
         remote = settings.spark_remote.get_secret_value() if settings.spark_remote else None
         return SparkSystemTables(settings.spark, tables_dir=settings.spark_tables_dir, remote=remote)
-    raise SettingsError(
-        "INSIGHT_BACKEND=databricks is not available in this version; use the embedded workspace (duckdb) or spark"
-    )
+    if settings.backend == "databricks":
+        from insight_mcp.agents.ingestion.warehouse_backend import WarehouseSystemTables
+
+        return WarehouseSystemTables(settings.databricks)
+    raise SettingsError(f"unknown backend {settings.backend!r}: use duckdb, spark or databricks")

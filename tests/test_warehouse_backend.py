@@ -1,0 +1,262 @@
+"""The SQL warehouse backend, through the real databricks-sdk, against a local server of the Statement Execution API.
+
+The differential tests, with the emulator executing on local Spark, are in test_spark_backend.py (they share its
+Spark and its estate of a million audit rows). Here the emulator runs on DuckDB, which is quick, to check the
+protocol: parameters, scope, caps, chunks, external links, cancellation, authentication, and an error a person can
+act on for each way it goes wrong, with no secret in it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import duckdb
+import pyarrow as pa
+import pytest
+import sqlglot
+from sqlglot import exp
+from warehouse_emulator import WarehouseEmulator
+
+from insight_mcp.agents.ingestion.backend import BackendError, QueryTimeout, Statement, TransientBackendError
+from insight_mcp.agents.ingestion.warehouse_backend import WarehouseSystemTables, WarehouseUnavailable
+from insight_mcp.agents.settings import DatabricksSettings
+from insight_mcp.agents.sql.dialect import to_duckdb
+
+TOKEN = "dapi-test-token"
+WAREHOUSE = "wh-test"
+
+
+def duckdb_executor(path: Path) -> Any:
+    """Run the emulator's statements on a workspace file, as the embedded backend would read it."""
+    conn = duckdb.connect(str(path), read_only=True)
+    lock = threading.Lock()
+
+    def run(statement_id: str, sql: str, params: dict[str, Any], catalog: str | None,
+            schema: str | None) -> pa.Table:
+        with lock:
+            cursor = conn.cursor()
+        try:
+            return cursor.sql(to_duckdb(sql), params=params or None).to_arrow_table()
+        except duckdb.CatalogException:  # in the words a warehouse uses
+            tables = [t.sql("databricks") for t in sqlglot.parse_one(sql, read="databricks").find_all(exp.Table)]
+            raise RuntimeError(f"[TABLE_OR_VIEW_NOT_FOUND] The table or view {tables[-1]} cannot be found. Verify "
+                               "the spelling and correctness of the schema and catalog. SQLSTATE: 42P01") from None
+        finally:
+            cursor.close()
+
+    return run
+
+
+def warehouse(emulator: WarehouseEmulator, **config: Any) -> WarehouseSystemTables:
+    settings = {"host": emulator.url, "warehouse_id": WAREHOUSE, "retry_timeout_seconds": 5, **config}
+    return WarehouseSystemTables(DatabricksSettings(**settings))
+
+
+def run(backend: Any, sql: str, params: dict[str, Any] | None = None, *, max_rows: int = 100,
+        max_chars: int = 100_000, timeout: float = 60) -> Any:
+    statement = Statement(databricks_sql=sql, params=params or {})
+    return anyio.run(lambda: backend.execute(statement, max_rows=max_rows, max_chars=max_chars,
+                                             timeout_seconds=timeout))
+
+
+@pytest.fixture
+def token(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+    return TOKEN
+
+
+@pytest.fixture
+def emulator(fixture_workspace: Path) -> Iterator[WarehouseEmulator]:
+    with WarehouseEmulator(duckdb_executor(fixture_workspace), chunk_rows=25) as server:
+        yield server
+
+
+# --- the protocol ------------------------------------------------------------------------------------------------
+
+
+def test_values_travel_as_named_typed_parameters_in_the_narrowest_scope(emulator: WarehouseEmulator,
+                                                                       token: str) -> None:
+    backend = warehouse(emulator)
+    sql = ("SELECT event_id, event_time, request_params FROM system.access.audit WHERE event_time >= :since "
+           "AND action_name = :action AND response.status_code >= :code ORDER BY event_time, event_id")
+    hostile = "login' OR 1=1 --"
+    try:
+        answer = run(backend, sql, {"since": dt.datetime(2026, 11, 10, 6), "action": "login", "code": 200},
+                     max_rows=5)
+        none = run(backend, sql, {"since": dt.datetime(2026, 11, 10), "action": hostile, "code": 0})
+    finally:
+        anyio.run(backend.close)
+    assert answer.row_count == 5 and answer.truncated and "more than 5 rows" in (answer.truncation_reason or "")
+    assert [c.type for c in answer.columns] == ["string", "timestamp", "map<string,string>"]
+    assert answer.rows[0][1] >= "2026-11-10T06:00:00Z" and isinstance(answer.rows[0][2], dict)
+    assert none.row_count == 0 and not none.truncated
+    body = [r["body"] for r in emulator.requests if r["path"] == "/api/2.0/sql/statements"][-2]
+    assert body["parameters"] == [{"name": "since", "value": "2026-11-10T06:00:00.000000Z", "type": "TIMESTAMP"},
+                                  {"name": "action", "value": "login", "type": "STRING"},
+                                  {"name": "code", "value": "200", "type": "BIGINT"}]
+    assert ":since" in body["statement"] and "2026-11-10" not in body["statement"] and "login" not in body["statement"]
+    assert (body["catalog"], body["schema"], body["row_limit"]) == ("system", "access", 5)
+    assert body["disposition"] == "INLINE" and body["format"] == "JSON_ARRAY" and body["byte_limit"] > 0
+
+
+def test_large_answers_come_as_arrow_chunks_through_links_that_never_see_our_token(emulator: WarehouseEmulator,
+                                                                                   token: str) -> None:
+    sql = "SELECT event_id, event_time, user_agent, request_params FROM system.access.audit ORDER BY event_id"
+    inline = warehouse(emulator)
+    linked = warehouse(emulator, inline_max_rows=10)
+    try:
+        small = run(inline, sql, max_rows=200)
+        big = run(linked, sql, max_rows=200)
+    finally:
+        anyio.run(inline.close)
+        anyio.run(linked.close)
+    assert big.rows == small.rows and big.columns == small.columns and big.row_count == 200 and big.truncated
+    assert "\u202e" not in str(big.rows)  # the hostile user agent is cleaned on this path too
+    downloads = [r for r in emulator.requests if r["path"].startswith("/external/")]
+    assert len(downloads) >= 8 and not any(r["authorization"] for r in downloads)  # 200 rows in chunks of 25
+    chunked = [r for r in emulator.requests if "/result/chunks/" in r["path"]]
+    assert chunked and all(r["authorization"] for r in chunked)
+    assert [r["body"]["format"] for r in emulator.requests if r["path"] == "/api/2.0/sql/statements"][-1] == \
+        "ARROW_STREAM"
+
+
+def test_a_statement_is_cancelled_at_its_deadline_and_when_its_caller_goes_away(token: str) -> None:
+    release = threading.Event()
+    cancelled: list[str] = []
+
+    def slow(statement_id: str, sql: str, params: dict[str, Any], catalog: str | None,
+             schema: str | None) -> pa.Table:
+        release.wait(10)
+        return pa.table({"n": [1]})
+
+    def cancel(statement_id: str) -> None:
+        cancelled.append(statement_id)
+
+    with WarehouseEmulator(slow, canceller=cancel) as server:
+        backend = warehouse(server, wait_timeout_seconds=0)
+        try:
+            with pytest.raises(QueryTimeout, match="time limit"):
+                run(backend, "SELECT 1 AS n", timeout=0.6)
+
+            async def leave() -> None:
+                with anyio.move_on_after(0.6):
+                    await backend.execute(Statement(databricks_sql="SELECT 2 AS n"), max_rows=1, max_chars=100,
+                                          timeout_seconds=30)
+
+            anyio.run(leave)
+            deadline = time.monotonic() + 5
+            while len(cancelled) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            release.set()
+            anyio.run(backend.close)
+        assert len(cancelled) == 2
+        assert all(server.states(sid)[-1] == "CANCELED" for sid in cancelled)
+
+
+# --- authentication --------------------------------------------------------------------------------------------
+
+
+def test_oauth_for_a_service_principal_and_a_config_profile_both_work(fixture_workspace: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    with WarehouseEmulator(duckdb_executor(fixture_workspace), clients={"sp-app": "sp-secret-value"}) as server:
+        # What Databricks Apps inject for the App's service principal.
+        monkeypatch.setenv("DATABRICKS_HOST", server.url)
+        monkeypatch.setenv("DATABRICKS_CLIENT_ID", "sp-app")
+        monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", "sp-secret-value")
+        monkeypatch.setenv("DATABRICKS_WAREHOUSE_ID", WAREHOUSE)
+        backend = WarehouseSystemTables(DatabricksSettings())
+        try:
+            assert run(backend, "SELECT count(*) AS n FROM system.access.audit").rows == [[240]]
+        finally:
+            anyio.run(backend.close)
+        for var in ("DATABRICKS_HOST", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"):
+            monkeypatch.delenv(var)
+        config = tmp_path / "databrickscfg"
+        config.write_text(f"[audit]\nhost = {server.url}\ntoken = {TOKEN}\n")
+        monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(config))
+        backend = WarehouseSystemTables(DatabricksSettings(profile="audit"))
+        try:
+            stats = anyio.run(lambda: backend.table_stats(["system.access.audit", "system.compute.clusters"]))
+        finally:
+            anyio.run(backend.close)
+        assert stats[0].rows == 240 and stats[0].present
+        assert stats[0].first_event == dt.datetime(2026, 11, 10)
+    bearers = {r["authorization"] for r in server.requests if r["path"].startswith("/api/")}
+    assert bearers == {True}
+
+
+# --- bad input: a clear error naming the setting or the table, and no secret anywhere ----------------------------
+
+
+def test_each_way_the_warehouse_fails_gets_an_error_a_person_can_act_on(
+        fixture_workspace: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "dapi-expired-s3cr3t"
+    executor = duckdb_executor(fixture_workspace)
+    with WarehouseEmulator(executor, tokens=(TOKEN, "dapi-reader-token"), expired_tokens=(secret,),
+                           denied={"dapi-reader-token": {"system.access.audit"}},
+                           warehouses={WAREHOUSE: "RUNNING", "wh-cold": "STOPPED"},
+                           start_seconds=float("inf")) as server:
+        messages: list[str] = []
+
+        def failure(kind: type[BaseException], match: str, *, env_token: str = TOKEN, sql: str = "SELECT 1 AS n",
+                    timeout: float = 30, **config: Any) -> None:
+            monkeypatch.setenv("DATABRICKS_TOKEN", env_token)
+            backend = WarehouseSystemTables(DatabricksSettings(**{
+                "host": server.url, "warehouse_id": WAREHOUSE, "retry_timeout_seconds": 2, **config}))
+            try:
+                with pytest.raises(kind, match=match) as raised:
+                    run(backend, sql, timeout=timeout)
+            finally:
+                anyio.run(backend.close)
+            messages.append(str(raised.value))
+
+        failure(WarehouseUnavailable, r"INSIGHT_DATABRICKS__WAREHOUSE_ID", warehouse_id=None)
+        failure(WarehouseUnavailable, r"cannot reach Databricks at http://127\.0\.0\.1:9.*DATABRICKS_HOST",
+                host="http://127.0.0.1:9", retry_timeout_seconds=1)
+        failure(WarehouseUnavailable, r"refused the credentials.*DATABRICKS_TOKEN", env_token=secret)
+        failure(BackendError, r"cannot read system\.access\.audit.*SELECT on system\.access\.audit",
+                env_token="dapi-reader-token", sql="SELECT count(*) AS n FROM system.access.audit")
+        failure(BackendError, r"wh-missing is not in .*INSIGHT_DATABRICKS__WAREHOUSE_ID", warehouse_id="wh-missing")
+        failure(TransientBackendError, r"wh-cold is starting", warehouse_id="wh-cold", timeout=1.5)
+        failure(BackendError, r"this workspace has no system\.access\.nothing",
+                sql="SELECT count(*) AS n FROM system.access.nothing")
+        server.fail_next(429, "TOO_MANY_REQUESTS", "Too many requests", count=1000, retry_after=0.2)
+        failure(TransientBackendError, r"limiting requests \(429\)", retry_timeout_seconds=1)
+        server.fail_next(429, "TOO_MANY_REQUESTS", "x", count=0)  # clear what is left of the storm
+    for message in messages:
+        assert secret not in message and TOKEN not in message and "Traceback" not in message
+    assert secret not in caplog.text and TOKEN not in caplog.text
+
+
+def test_rate_limits_and_brief_outages_are_retried_with_backoff(emulator: WarehouseEmulator, token: str) -> None:
+    emulator.fail_next(429, "TOO_MANY_REQUESTS", "Too many requests", count=2, retry_after=0.1)
+    emulator.fail_next(503, "TEMPORARILY_UNAVAILABLE", "The service is temporarily unavailable", count=1,
+                       path_contains="/api/2.0/sql/statements")
+    backend = warehouse(emulator)
+    try:
+        assert run(backend, "SELECT count(*) AS n FROM system.access.audit").rows == [[240]]
+    finally:
+        anyio.run(backend.close)
+    submits = [r for r in emulator.requests if r["path"] == "/api/2.0/sql/statements"]
+    assert len(submits) >= 3
+
+
+def test_the_backend_sends_only_single_reads(emulator: WarehouseEmulator, token: str) -> None:
+    backend = warehouse(emulator)
+    try:
+        for sql in ("DROP TABLE system.access.audit", "SELECT 1; DELETE FROM system.access.audit",
+                    "INSERT INTO system.access.audit SELECT * FROM system.access.audit"):
+            with pytest.raises(BackendError, match="refused to send"):
+                run(backend, sql)
+    finally:
+        anyio.run(backend.close)
+    assert not [r for r in emulator.requests if r["path"] == "/api/2.0/sql/statements"]
