@@ -12,9 +12,10 @@ from typing import Any
 import anyio
 import duckdb
 import pyarrow as pa
+import pytest
 
 from insight_mcp.agents.ingestion.answer_builder import answer_from_arrow, answer_from_rows
-from insight_mcp.agents.ingestion.backend import ColumnInfo
+from insight_mcp.agents.ingestion.backend import BackendError, ColumnInfo
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
 from insight_mcp.agents.security.engine import DetectionEngine
 from insight_mcp.agents.security.model import Finding
@@ -208,3 +209,12 @@ def test_closing_the_servers_closes_the_backend_and_the_engines(demo_workspace: 
     assert backend._conn is not None
     close_servers(servers)
     assert backend._conn is None and backend._pool is None
+
+
+def test_a_table_without_the_system_tables_columns_gets_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "workspace.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE SCHEMA access; CREATE TABLE access.audit (a INTEGER)")
+    with pytest.raises(BackendError, match=r"does not have the system table's columns.*workspace load") as raised:
+        DetectionEngine(path, DetectionSettings())
+    assert "Traceback" not in str(raised.value)

@@ -25,6 +25,7 @@ from sqlglot import exp
 from warehouse_emulator import WarehouseEmulator
 
 from insight_mcp.agents.ingestion.backend import BackendError, QueryTimeout, Statement, TransientBackendError
+from insight_mcp.agents.ingestion.duckdb_backend import open_readonly
 from insight_mcp.agents.ingestion.warehouse_backend import WarehouseSystemTables, WarehouseUnavailable
 from insight_mcp.agents.settings import DatabricksSettings
 from insight_mcp.agents.sql.dialect import to_duckdb
@@ -35,7 +36,7 @@ WAREHOUSE = "wh-test"
 
 def duckdb_executor(path: Path) -> Any:
     """Run the emulator's statements on a workspace file, as the embedded backend would read it."""
-    conn = duckdb.connect(str(path), read_only=True)
+    conn = open_readonly(path)  # the embedded backend's own settings: both may hold the file in one process
     lock = threading.Lock()
 
     def run(statement_id: str, sql: str, params: dict[str, Any], catalog: str | None,
@@ -260,3 +261,39 @@ def test_the_backend_sends_only_single_reads(emulator: WarehouseEmulator, token:
     finally:
         anyio.run(backend.close)
     assert not [r for r in emulator.requests if r["path"] == "/api/2.0/sql/statements"]
+
+
+def test_the_command_line_reads_and_detects_through_the_warehouse(fixture_workspace: Path, emulator: WarehouseEmulator,
+                                                                   token: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from insight_mcp.clients.cli import app
+
+    monkeypatch.setenv("INSIGHT_DATABRICKS__HOST", emulator.url)
+    monkeypatch.setenv("INSIGHT_DATABRICKS__WAREHOUSE_ID", WAREHOUSE)
+    runner = CliRunner()
+    home = ["--home", str(tmp_path / "home")]
+    info = runner.invoke(app, [*home, "workspace", "info", "--backend", "databricks", "--json"])
+    assert info.exit_code == 0, info.output
+    rows = {t["name"]: t["rows"] for t in json.loads(info.stdout)["tables"]}
+    assert rows["system.access.audit"] == 240
+    args = ["detect", "--since", "2026-11-01", "--until", "2026-12-01", "--min-severity", "info",
+            "--rule", "brute_force_user", "--rule", "first_seen_public_ip", "--json"]
+    monkeypatch.setenv("INSIGHT_WORKSPACE_FILE", str(fixture_workspace))
+    on_duckdb = runner.invoke(app, [*home, *args])
+    on_warehouse = runner.invoke(app, [*home, *args, "--backend", "databricks"])
+    assert on_duckdb.exit_code == 0, on_duckdb.output
+    assert on_warehouse.exit_code == 0, on_warehouse.output
+    keys = ("id", "rule_id", "severity", "event_count", "first_seen", "last_seen")
+    said = [{k: f[k] for k in keys} for f in json.loads(on_duckdb.stdout)]
+    assert [{k: f[k] for k in keys} for f in json.loads(on_warehouse.stdout)] == said
+    refused = runner.invoke(app, [*home, "workspace", "load", "system.access.audit", str(tmp_path), "--backend",
+                                  "databricks"])
+    assert refused.exit_code != 0 and "written by Databricks itself" in refused.output
+    monkeypatch.delenv("INSIGHT_DATABRICKS__WAREHOUSE_ID")
+    missing = runner.invoke(app, [*home, "workspace", "info", "--backend", "databricks"])
+    assert missing.exit_code != 0 and "INSIGHT_DATABRICKS__WAREHOUSE_ID" in missing.output
+    assert TOKEN not in info.output + on_warehouse.output + missing.output

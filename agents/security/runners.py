@@ -157,6 +157,11 @@ class DuckDBRunner:
             cursor = self.backend.cursor()
             try:
                 self._prepare(ruleset, cursor)
+            except duckdb.Error as exc:  # a table without the columns of the system table it claims to be
+                first = str(exc).strip().splitlines()[0][:300]
+                raise BackendError(f"the workspace's tables cannot run the detections ({first}); a table does not "
+                                   "have the system table's columns: rebuild it with `insight-mcp workspace "
+                                   "generate` or `insight-mcp workspace load`") from None
             finally:
                 self.backend.release(cursor)
 
