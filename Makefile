@@ -46,7 +46,13 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m insight_mcp.servers.docs docs
 
-bench: $(STAMP)
+# The peer bench_peer_query.py compares run_query with, pinned, in a virtual environment of its own outside the tree
+# (INSIGHT_PEER_VENV, default ~/.cache/insight-mcp/peer-venv): it pins an older DuckDB than ours.
+.PHONY: bench-peer-env
+bench-peer-env: $(STAMP)
+	UV=$(BIN)/uv PYTHON=$(PYTHON) bash benchmarks/peer_env.sh
+
+bench: $(STAMP) bench-peer-env
 	$(BIN)/python benchmarks/bench_generate.py
 	$(BIN)/python benchmarks/bench_roundtrip.py
 	$(BIN)/python benchmarks/bench_load.py
@@ -56,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_analyze.py
 	$(BIN)/python benchmarks/bench_evaluate_agent.py
 	$(BIN)/python benchmarks/bench_supervisor.py
+	$(BIN)/python benchmarks/bench_peer_query.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

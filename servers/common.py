@@ -66,9 +66,13 @@ def annotations(
     )
 
 
-def respond(model: BaseModel, *, source: str) -> CallToolResult:
-    """Structured content for programs, and the same data fenced as untrusted for a model to read."""
-    data = clean_value(model.model_dump(mode="json"))
+def respond(model: BaseModel, *, source: str, cleaned: tuple[str, ...] = ()) -> CallToolResult:
+    """Structured content for programs, and the same data fenced as untrusted for a model to read.
+
+    `cleaned` names fields whose text the answer builder has already cleaned (query rows): walking them again
+    cost a large answer more than running its query."""
+    data = model.model_dump(mode="json")
+    data = {k: v if k in cleaned else clean_value(v) for k, v in data.items()}
     return CallToolResult(content=[TextContent(type="text", text=fence(data, source=source))], structured_content=data)
 
 

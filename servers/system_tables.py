@@ -129,7 +129,7 @@ def build_system_tables_server(settings: Settings, backend: SystemTables | None 
             truncation_reason=result.truncation_reason, statement_ms=result.elapsed_ms, tables=guardedq.tables,
             executed_sql=guardedq.databricks_sql,
         )
-        return respond(answer, source=SOURCE)
+        return respond(answer, source=SOURCE, cleaned=("rows",))  # every backend's answer builder cleaned them
 
     @server.declare(
         "audit_events", title="Search audit events",

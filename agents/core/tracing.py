@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -229,7 +229,8 @@ def experiment_traces(tracking_uri: str, experiment: str, page_size: int = 500) 
 
 
 def _jsonable(record: SpanRecord) -> dict[str, Any]:
-    data = asdict(record)
+    # A shallow copy: asdict would deep-copy a large answer only for `bounded` to cut it.
+    data = {f.name: getattr(record, f.name) for f in fields(record)}
     data["inputs"] = bounded(record.inputs)
     data["outputs"] = bounded(record.outputs)
     return data

@@ -30,17 +30,55 @@ def _month_day_nano(value: Any) -> Any:
     return f"{value.months} months {value.days} days {value.nanoseconds / 1e9:g} seconds"
 
 
+# Every character clean_text removes (control, invisible, bidirectional, tag and other format characters), in RE2's
+# words: a column with none of them is already clean, so it is checked once in Arrow instead of value by value.
+_UNCLEAN = (r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x{9f}\x{ad}\x{61c}\x{180e}\x{200b}-\x{200f}\x{202a}-\x{202e}"
+            r"\x{2060}-\x{206f}\x{feff}\x{fff9}-\x{fffb}\x{e0000}-\x{e007f}\p{Cf}]")
+
+
+_SMALL = 32  # fewer values than this: a Python loop beats the fixed cost of Arrow's kernels
+
+
+def _strings(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """Text cleaned of what can hide instructions: only the values that hold such characters go through Python."""
+    values = column.to_pylist()
+    if len(values) < _SMALL:
+        return [v if v is None else clean_text(v) for v in values]
+    unclean = pc.match_substring_regex(column, _UNCLEAN)
+    if not pc.any(unclean).as_py():
+        return values
+    for index, flagged in enumerate(unclean.to_pylist()):
+        if flagged:
+            values[index] = clean_text(values[index])
+    return values
+
+
+def _timestamps(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """RFC 3339 in UTC with `Z`, formatted by Arrow; fractions only when present, as `rfc3339` writes them."""
+    kind = column.type
+    if kind.tz is not None:
+        column = pc.cast(column, pa.timestamp(kind.unit))  # Arrow keeps instants in UTC: drop the zone name
+    if len(column) < _SMALL and kind.unit != "ns":
+        return [v if v is None else rfc3339(v) for v in column.to_pylist()]
+    if kind.unit != "us":  # Python's datetime holds microseconds: what rfc3339 would have shown
+        try:
+            column = pc.cast(column, pa.timestamp("us"), safe=kind.unit == "s" or kind.unit == "ms")
+        except pa.ArrowInvalid:
+            return [v if v is None else rfc3339(v) for v in column.to_pylist()]
+    text = pc.strftime(column, format="%Y-%m-%dT%H:%M:%S")  # seconds with six decimals, at this unit
+    text = pc.replace_substring_regex(text, pattern=r"\.000000$", replacement="")
+    return pc.binary_join_element_wise(text, "Z", "").to_pylist()
+
+
 def _column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     """One Arrow column as JSON-safe Python values, converted a column at a time where the type allows it."""
     kind = column.type
     if pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind):
         return column.to_pylist()
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
-        return [v if v is None else clean_text(v) for v in column.to_pylist()]
+        return _strings(column)
     if pa.types.is_timestamp(kind):
-        if kind.tz is not None:
-            column = pc.cast(column, pa.timestamp(kind.unit))  # Arrow keeps instants in UTC: drop the zone name
-        return [v if v is None else rfc3339(v) for v in column.to_pylist()]
+        return _timestamps(column)
     if pa.types.is_decimal(kind) and kind.scale == 0:  # HUGEINT sums arrive as decimal(38,0): whole numbers
         return [v if v is None else int(v) for v in column.to_pylist()]
     if kind == pa.month_day_nano_interval():

@@ -20,7 +20,7 @@ import anyio
 import duckdb
 import pyarrow as pa
 
-from insight_mcp.agents.ingestion.answer_builder import answer_from_arrow
+from insight_mcp.agents.ingestion.answer_builder import answer_from_arrow, answer_from_rows
 from insight_mcp.agents.ingestion.backend import (
     BackendError,
     ColumnInfo,
@@ -41,6 +41,7 @@ LOCKED_CONFIG: dict[str, Any] = {
     "allow_community_extensions": False,
 }
 SCRATCH = "scratch"  # the in-memory database beside the workspace, for the detection runner's shared tables
+SMALL_ANSWER = 100  # answers capped at up to this many rows are read as Python rows, larger ones through Arrow
 T = TypeVar("T")
 _SCRATCH_LOCKS: dict[str, threading.Lock] = {}
 _SCRATCH_GUARD = threading.Lock()
@@ -136,6 +137,10 @@ class DuckDBSystemTables:
         with self._lock:
             self._running.add(cursor)
         try:
+            if max_rows <= SMALL_ANSWER:
+                small = self._small(cursor, sql, params, max_rows, max_chars, started)
+                if small is not None:
+                    return small
             relation = cursor.sql(sql, params=params or None)
             if relation is None:  # not a query: nothing to answer (the guard lets none through)
                 raise BackendError("the statement returned no result")
@@ -156,6 +161,25 @@ class DuckDBSystemTables:
         elapsed_ms = (time.perf_counter() - started) * 1000
         return answer_from_arrow(columns, table, more=False, max_rows=max_rows, max_chars=max_chars,
                                  elapsed_ms=elapsed_ms)
+
+    @staticmethod
+    def _small(cursor: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], max_rows: int, max_chars: int,
+               started: float) -> QueryResult | None:
+        """A capped answer of a few rows as Python rows: for those, Arrow's reader costs more than the conversion it
+        saves. None for a result with an interval column (Python's timedelta has no months: Arrow says it right)."""
+        cursor.execute(sql, params or None)
+        kinds = [str(d[1]) for d in cursor.description or []]
+        if any(kind.startswith("INTERVAL") for kind in kinds):
+            return None
+        columns = [ColumnInfo(name=d[0], type=databricks_type(kind))
+                   for d, kind in zip(cursor.description or [], kinds, strict=True)]
+        records = cursor.fetchmany(max_rows + 1)
+        whole = [i for i, kind in enumerate(kinds) if kind.startswith("DECIMAL(") and kind.endswith(",0)")]
+        if whole:  # as Arrow gives a DECIMAL(p,0): a whole number
+            records = [tuple(int(v) if i in whole and v is not None else v for i, v in enumerate(r)) for r in records]
+        more = len(records) > max_rows
+        return answer_from_rows(columns, records[:max_rows], more=more, max_rows=max_rows, max_chars=max_chars,
+                                elapsed_ms=(time.perf_counter() - started) * 1000)
 
     async def execute(
         self, statement: Statement, *, max_rows: int, max_chars: int, timeout_seconds: float
