@@ -58,6 +58,7 @@ bench: $(STAMP) bench-peer-env
 	$(BIN)/python benchmarks/bench_load.py
 	$(BIN)/python benchmarks/bench_detect.py
 	$(BIN)/python benchmarks/bench_spark_detect.py
+	$(BIN)/python benchmarks/bench_warehouse.py
 	$(BIN)/python benchmarks/bench_tracing.py
 	$(BIN)/python benchmarks/bench_analyze.py
 	$(BIN)/python benchmarks/bench_evaluate_agent.py

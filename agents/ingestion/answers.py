@@ -19,14 +19,12 @@ Rows = Annotated[list[list[Any]], WithJsonSchema({
                                     "numbers, booleans, null, and objects or arrays for maps, structs and arrays)."})]
 
 
-# The columns' schema written out in place: a client resolving a `$ref` for every column of every answer spent more
-# on it than on all the rest of a one-row answer.
+# The columns' schema written out in place, each an object with a name and a type: a client resolving a `$ref` and
+# walking the properties of every column of every answer spent more on it than on the rest of a one-row answer.
 Columns = Annotated[list[ColumnInfo], WithJsonSchema({
-    "type": "array", "description": "The answer's columns, in order.",
-    "items": {"type": "object", "required": ["name", "type"], "properties": {
-        "name": {"type": "string"},
-        "type": {"type": "string", "description": "The Databricks type name, e.g. string, bigint, "
-                                                  "map<string,string>, struct<a:int>."}}}})]
+    "type": "array", "items": {"type": "object", "required": ["name", "type"]},
+    "description": "The answer's columns, in order: each {name, type}, the type a Databricks type name "
+                   "(string, bigint, timestamp, map<string,string>, struct<a:int>, ...)."})]
 
 
 class QueryAnswer(BaseModel):
