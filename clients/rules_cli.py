@@ -43,7 +43,8 @@ def rules_list(
     for name in ("id", "category", "severity", "MITRE", "title"):  # folded, never cut: ids are what --rule takes
         table.add_column(name, overflow="fold")
     for r in catalog.rules:
-        table.add_row(r.id, r.category, r.severity, ", ".join(r.mitre) or "-", Text(r.title))
+        techniques = ", ".join(r.mitre) or "-"
+        table.add_row(r.id, r.category, r.severity, f"{techniques}\n{', '.join(r.tactics)}".strip(), Text(r.title))
     out.print(table)
     if sql:
         for r in catalog.rules:

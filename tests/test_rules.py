@@ -67,3 +67,29 @@ def test_rule_fires(rule_id: str, case: CaseFile, scenario: Scenario) -> None:
 def test_rule_ignores_near_miss(rule_id: str, case: CaseFile, scenario: Scenario) -> None:
     result = check_scenario(rule_id, "near_miss", scenario, case.window_of(scenario), DetectionSettings())
     assert result.passed, f"{rule_id}: {result.reason}"
+
+
+def test_every_detection_names_its_attack_techniques_and_tactics(tmp_path: Path) -> None:
+    from insight_mcp.agents.security.mitre import TECHNIQUES, tactic_names
+    from insight_mcp.agents.security.rules import RuleFileError
+
+    for rule, path in load_rules(builtin_rule_dirs()):
+        assert rule.mitre, f"{path.name} names no ATT&CK technique"
+        unknown = [t for t in rule.mitre if t not in TECHNIQUES]
+        assert not unknown, f"{path.name}: add {unknown} to agents/security/mitre.py"
+        assert rule.tactics, f"{path.name} has no tactic"
+    spray = next(rule for rule, _ in load_rules(builtin_rule_dirs()) if "T1110.003" in rule.mitre)
+    assert "Credential Access" in tactic_names(spray.tactics)
+
+    # A user's rule may cite a technique we do not list, naming its tactics itself, by id or by name.
+    source = (builtin_rule_dirs()[0] / "brute_force_user.yaml").read_text()
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "brute_force_mine.yaml").write_text(source.replace("id: brute_force_user", "id: brute_force_mine").replace(
+        "mitre: [T1110, T1110.001]", "mitre: [T1110, T1999]\ntactics: [impact, TA0007]"))
+    mine = next(rule for rule, _ in load_rules([own]))
+    assert mine.tactics == ["TA0006", "TA0007", "TA0040"]  # its own two, T1110's, in kill-chain order
+    (own / "brute_force_mine.yaml").write_text(source.replace("id: brute_force_user", "id: brute_force_mine").replace(
+        "mitre: [T1110, T1110.001]", "mitre: [T1110]\ntactics: [Lunch Break]"))
+    with pytest.raises(RuleFileError, match="not an ATT&CK tactic"):
+        load_rules([own])

@@ -114,7 +114,8 @@ def _facts(payload: AlertPayload) -> list[tuple[str, str]]:
         ("Events", f"{f.event_count:,}"),
     ]
     if f.mitre:
-        facts.append(("MITRE ATT&CK", one_line(", ".join(f.mitre), 100)))
+        tactics = f" ({', '.join(f.tactics)})" if f.tactics else ""
+        facts.append(("MITRE ATT&CK", one_line(", ".join(f.mitre) + tactics, 160)))
     facts.append(("Threat model", one_line(f.threat_model, 100)))
     return facts
 

@@ -16,6 +16,7 @@ class RuleInfo(BaseModel):
                                           "completes (its steps are in the description).")
     fidelity: str = "medium"
     mitre: list[str]
+    tactics: list[str] = Field(default_factory=list, description="MITRE ATT&CK tactics of the rule's techniques.")
     threat_model: str
     tables: list[str]
     parameters: dict[str, object]

@@ -31,6 +31,7 @@ from insight_mcp.agents.security.compiler import (
     compile_rule,
     parameter_values,
 )
+from insight_mcp.agents.security.mitre import tactic_names
 from insight_mcp.agents.security.model import Rule
 from insight_mcp.agents.security.rules import configured_rules, load_rollups
 from insight_mcp.agents.settings import DetectionSettings, Settings
@@ -150,7 +151,7 @@ def rule_catalog(settings: Settings, *, category: str | None = None, include_sql
         sql = {rule.id: compiler.portable(rule, path).sql for rule, path in chosen}
     rules = [
         RuleInfo(id=r.id, title=r.title, category=r.category, severity=r.severity, kind=r.kind, fidelity=r.fidelity,
-                 mitre=r.mitre, threat_model=r.threat_model, tables=r.tables,
+                 mitre=r.mitre, tactics=tactic_names(r.tactics), threat_model=r.threat_model, tables=r.tables,
                  false_positives=" ".join(r.false_positives.split()),
                  parameters={k: config.parameters.get(r.id, {}).get(k, p.default if p.from_file is None
                                                                      else f"<list from {p.from_file}>")
@@ -192,6 +193,7 @@ def _header(item: ExportedRule) -> str:
         f"-- severity: {rule.severity}",
         f"-- category: {rule.category}",
         f"-- mitre: {', '.join(rule.mitre) or '-'}",
+        f"-- tactics: {', '.join(tactic_names(rule.tactics)) or '-'}",
         f"-- tables: {', '.join(rule.tables)}",
     ]
     if item.values:

@@ -69,6 +69,7 @@ class Incident(BaseModel):
     last_seen: UtcDateTime
     rules: list[str]
     mitre: list[str]
+    tactics: list[str] = Field(default_factory=list, description="MITRE ATT&CK tactics of its findings.")
     principals: list[str]
     findings: list[Contribution]
     event_ids: list[str] = Field(description=f"The events behind the findings (at most {MAX_EVENTS}).")
@@ -167,6 +168,7 @@ def _build(kind: IncidentKind, entity_kind: EntityKind, entity: str, hits: list[
         first_seen=min(f.first_seen for f in findings), last_seen=max(f.last_seen for f in findings),
         rules=list(dict.fromkeys(f.rule_id for f in findings)),
         mitre=sorted({m for f in findings for m in f.mitre}),
+        tactics=list(dict.fromkeys(t for f in findings for t in f.tactics)),
         principals=list(dict.fromkeys(f.principal for f in findings if f.principal)),
         findings=[Contribution(finding_id=f.id, rule_id=f.rule_id, category=f.category, title=f.title,
                                severity=f.severity,

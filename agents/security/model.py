@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from insight_mcp.agents.core.timestamps import UtcDateTime
 
@@ -70,6 +70,9 @@ class Detection(BaseModel):
     severity: Severity
     fidelity: Literal["low", "medium", "high"] = "medium"
     mitre: list[str] = Field(default_factory=list)
+    tactics: list[str] = Field(default_factory=list, description="ATT&CK tactics (ids such as TA0006 or names such "
+                                                                 "as 'Credential Access'); the techniques' own tactics "
+                                                                 "are added to these.")
     threat_model: ThreatModel
     baseline_days: int = Field(0, ge=0, le=365, description="History before the window the query reads.")
     dedup_window_hours: int = Field(24, ge=1, le=24 * 90)
@@ -87,6 +90,21 @@ class Detection(BaseModel):
             if not re.fullmatch(r"T\d{4}(\.\d{3})?", item):
                 raise ValueError(f"{item!r} is not a MITRE ATT&CK technique id like T1110 or T1110.003")
         return value
+
+    @field_validator("tactics")
+    @classmethod
+    def _tactic_ids(cls, value: list[str]) -> list[str]:
+        from insight_mcp.agents.security.mitre import tactic_id
+
+        return [tactic_id(item) for item in value]
+
+    @model_validator(mode="after")
+    def _with_technique_tactics(self) -> Detection:
+        from insight_mcp.agents.security.mitre import TACTICS, tactics_of
+
+        found = set(self.tactics) | set(tactics_of(self.mitre))
+        self.tactics = [t for t in TACTICS if t in found]  # kill-chain order
+        return self
 
 
 class Rule(Detection):
@@ -134,6 +152,7 @@ class Finding(BaseModel):
                                                   "evidence recurring within the rule's dedup window.")
     evidence: Evidence
     mitre: list[str]
+    tactics: list[str] = Field(default_factory=list, description="MITRE ATT&CK tactics: why an attacker would do it.")
     recommendation: str
     threat_model: str
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from insight_mcp.agents.core.timestamps import parse_utc
 from insight_mcp.agents.ingestion.backend import json_value
 from insight_mcp.agents.security.episodes import merge_episodes
+from insight_mcp.agents.security.mitre import tactic_names
 from insight_mcp.agents.security.model import SEVERITY_RANK, Evidence, Finding, Rule, finding_id
 from insight_mcp.agents.settings import DetectionSettings, Suppression
 from insight_mcp.agents.sql.ipnet import in_networks, parse_networks
@@ -81,7 +82,8 @@ def normalise(rule: Rule, row: dict[str, Any], max_evidence: int) -> Finding | N
         rule_id=rule.id, category=rule.category, severity=severity, title=rule.title,
         principal=json_value(str(principal)), workspace_id=workspace, first_seen=first, last_seen=last,
         event_count=int(row.get("event_count") or 0), evidence=Evidence(event_ids=ids, fields=extra),
-        mitre=rule.mitre, recommendation=rule.recommendation, threat_model=rule.threat_model,
+        mitre=rule.mitre, tactics=tactic_names(rule.tactics), recommendation=rule.recommendation,
+        threat_model=rule.threat_model,
     )
 
 

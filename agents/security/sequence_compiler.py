@@ -176,7 +176,7 @@ def to_rule(sequence: Sequence) -> Rule:
     tables = list(dict.fromkeys(step.table for step in sequence.steps))
     return Rule(id=sequence.id, title=sequence.title, description=f"{sequence.description.strip()} Sequence: {chain}.",
                 category=sequence.category, severity=sequence.severity, fidelity=sequence.fidelity,
-                mitre=sequence.mitre, threat_model=sequence.threat_model, tables=tables,
+                mitre=sequence.mitre, tactics=sequence.tactics, threat_model=sequence.threat_model, tables=tables,
                 dedup_window_hours=sequence.dedup_window_hours, baseline_days=sequence.baseline_days,
                 false_positives=sequence.false_positives, recommendation=sequence.recommendation, query=query(sequence),
                 kind="sequence", risk=sequence.risk)
