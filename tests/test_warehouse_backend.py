@@ -297,3 +297,30 @@ def test_the_command_line_reads_and_detects_through_the_warehouse(fixture_worksp
     missing = runner.invoke(app, [*home, "workspace", "info", "--backend", "databricks"])
     assert missing.exit_code != 0 and "INSIGHT_DATABRICKS__WAREHOUSE_ID" in missing.output
     assert TOKEN not in info.output + on_warehouse.output + missing.output
+
+
+def test_a_table_the_principal_may_not_read_is_named_and_the_rest_still_runs(
+        fixture_workspace: Path, token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from insight_mcp.clients.cli import app
+
+    denied = {TOKEN: {"system.compute.clusters"}}
+    with WarehouseEmulator(duckdb_executor(fixture_workspace), denied=denied) as server:
+        monkeypatch.setenv("INSIGHT_DATABRICKS__HOST", server.url)
+        monkeypatch.setenv("INSIGHT_DATABRICKS__WAREHOUSE_ID", WAREHOUSE)
+        runner = CliRunner()
+        home = ["--home", str(tmp_path / "home")]
+        info = runner.invoke(app, [*home, "workspace", "info", "--backend", "databricks", "--json"])
+        assert info.exit_code == 0, info.output
+        tables = {t["name"]: t for t in json.loads(info.stdout)["tables"]}
+        assert tables["system.access.audit"]["rows"] == 240 and tables["system.access.audit"]["note"] is None
+        assert "SELECT on system.compute.clusters" in tables["system.compute.clusters"]["note"]
+        found = runner.invoke(app, [*home, "detect", "--since", "2026-11-01", "--until", "2026-12-01", "--backend",
+                                    "databricks", "--json"])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.stdout), "the rules reading the tables it may read still ran"
+    assert "not run" in found.stderr and "SELECT on system.compute.clusters" in found.stderr, found.output[-2000:]
+    assert "cluster" in found.stderr.split("):")[-1]  # the skipped rules are the ones reading the clusters table

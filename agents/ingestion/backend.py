@@ -58,7 +58,8 @@ class QueryResult(BaseModel):
 class TableStats(BaseModel):
     name: str
     rows: int
-    present: bool = Field(True, description="False when this engine does not hold the table at all.")
+    present: bool = Field(True, description="False when this engine does not hold the table, or may not read it.")
+    note: str | None = Field(None, description="Why the table cannot be read, when it is there but denied.")
     first_event: UtcDateTime | None = None
     last_event: UtcDateTime | None = None
 

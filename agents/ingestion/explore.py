@@ -33,6 +33,7 @@ class TableSummary(BaseModel):
     rows: int
     first_event: UtcDateTime | None = None
     last_event: UtcDateTime | None = None
+    note: str | None = Field(None, description="Why the table cannot be read here (a missing grant), when it cannot.")
 
 
 class ColumnDoc(BaseModel):
@@ -180,7 +181,7 @@ async def list_tables(backend: SystemTables) -> list[TableSummary]:
     return [
         TableSummary(
             name=name, description=spec.description, rows=stats[name].rows,
-            first_event=stats[name].first_event, last_event=stats[name].last_event,
+            first_event=stats[name].first_event, last_event=stats[name].last_event, note=stats[name].note,
         )
         for name, spec in sorted(TABLES.items())
     ]

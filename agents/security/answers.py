@@ -41,3 +41,5 @@ class DetectionResult(BaseModel):
     suppressed: int
     rules_run: int
     failed_rules: list[RuleStat]
+    skipped_rules: dict[str, str] = Field(default_factory=dict, description="Rules not run, and why: a table this "
+                                                                            "workspace lacks or may not be read.")

@@ -336,11 +336,14 @@ class StatementRunner:
     async def prepare(self, ruleset: RuleSet) -> None:
         """Skip the rules reading a table this backend does not hold; render each rule once."""
         wanted = sorted({t for r in ruleset.rules.values() for t in r.tables} & set(TABLES))
-        present = {s.name for s in await self.backend.table_stats(wanted) if s.present}
+        stats = await self.backend.table_stats(wanted)
+        present = {s.name for s in stats if s.present}
+        notes = {s.name: s.note for s in stats if s.note}
         for rule_id, portable in ruleset.rules.items():
             missing = sorted(set(portable.tables) - present)
             if missing:
-                self.skipped[rule_id] = f"the workspace has no {', '.join(missing)}"
+                denied = [notes[t] for t in missing if t in notes]
+                self.skipped[rule_id] = denied[0] if denied else f"the workspace has no {', '.join(missing)}"
                 continue
             tree = sqlglot.parse_one(portable.databricks_sql, read="databricks")
             for step in self.transformations:
