@@ -111,9 +111,10 @@ def build_system_tables_server(settings: Settings, backend: SystemTables | None 
     ) -> Annotated[CallToolResult, QueryAnswer]:
         """Run one read-only query in the Databricks SQL dialect over system.* tables and return columns and rows.
 
-        Name tables in full (system.access.audit). Only SELECT/WITH is accepted; no DDL, DML, table functions,
-        file or URL access. A LIMIT is added or clamped to the row cap, the statement has a time limit, and long
-        answers are cut at a character cap (`truncated` says so). Aggregate in SQL rather than paging raw rows.
+        Name tables in full (system.access.audit). Only SELECT/WITH is accepted (not WITH RECURSIVE); no DDL, DML,
+        table functions, file or URL access. A LIMIT is added or clamped to the row cap, the statement has a time
+        limit, and long answers are cut at a character cap (`truncated` says so). Aggregate in SQL rather than paging
+        raw rows.
         Generators (range, sequence, explode of literals) are capped in size and may not be cross joined; each
         client runs a few queries at a time. Column types are Databricks type names.
         """

@@ -336,6 +336,10 @@ GENERATOR_REFUSALS: list[tuple[str, str, str]] = [
      "range(1000) is cross joined with system.access.audit"),
     ("SELECT * FROM range(1000) r JOIN system.access.audit a ON true", "generator_join", "is cross joined with"),
     ("SELECT explode(sequence(1, 100)) FROM system.access.audit", "generator_join", "is cross joined with"),
+    ("WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t) SELECT * FROM t LIMIT 5", "recursion",
+     "WITH RECURSIVE is not allowed"),
+    ("SELECT * FROM (WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 3) SELECT n FROM t) x",
+     "recursion", "can run until the time limit"),
 ]
 
 

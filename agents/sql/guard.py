@@ -242,6 +242,14 @@ def check_shape(statements: Iterable[exp.Expression | None]) -> exp.Expression:
     return tree
 
 
+def check_recursion(tree: exp.Expression) -> None:
+    """Refuse WITH RECURSIVE: its end depends on the data, so one statement can hold a core until the time limit."""
+    if any(w.args.get("recursive") for w in tree.find_all(exp.With)):
+        raise QueryRefused("recursion", "WITH RECURSIVE is not allowed: a recursive query can run until the time "
+                                        "limit; the system tables need no recursion (use joins, window functions, or "
+                                        "explode over a bounded sequence)")
+
+
 def guard_query(
     sql: str, *, allowed_tables: Iterable[str], limit: int, row_cap: int, max_generator_rows: int = 1_000_000
 ) -> GuardedQuery:
@@ -266,6 +274,7 @@ def _guard_cached(
     except (ParseError, TokenError) as exc:
         raise QueryRefused("parse", f"not valid Databricks SQL: {str(exc).splitlines()[0][:300]}") from None
     tree = check_shape(statements)
+    check_recursion(tree)
     check_functions(tree)
     tables = check_tables(tree, allowed)
     check_generators(tree, max_rows=max_generator_rows)
