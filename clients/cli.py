@@ -359,7 +359,7 @@ def detect(
     if incidents:
         _print_incidents(*result, as_json=as_json)
         return
-    _print_skipped(result.skipped, rule)  # on stderr: a --json reader's stdout stays the findings
+    _print_skipped(result.skipped)  # on stderr: a --json reader's stdout stays the findings
     if as_json:
         print_json([f.model_dump(mode="json") for f in result.findings])
         return
@@ -376,12 +376,11 @@ def detect(
             err.print(f"[yellow]rule {stat.rule_id} failed:[/] {stat.error}")
 
 
-def _print_skipped(skipped: dict[str, str], chosen: list[str] | None) -> None:
+def _print_skipped(skipped: dict[str, str]) -> None:
     """Rules not run, grouped by why: a table the workspace lacks, or one its principal may not read."""
     by_reason: dict[str, list[str]] = {}
     for rule_id, why in skipped.items():
-        if not chosen or rule_id in chosen:
-            by_reason.setdefault(why, []).append(rule_id)
+        by_reason.setdefault(why, []).append(rule_id)
     for why, rule_ids in by_reason.items():
         err.print(f"[yellow]{len(rule_ids)} rule(s) not run[/] ({why}): {', '.join(sorted(rule_ids))}",
                   markup=True, highlight=False)

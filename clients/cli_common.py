@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import typing
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, NoReturn
 
@@ -23,7 +24,7 @@ err = Console(stderr=True, soft_wrap=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 BackendOpt = Annotated[str | None, typer.Option(
     "--backend", help="duckdb (the embedded workspace), spark or databricks; default INSIGHT_BACKEND.")]
-BACKENDS = ("duckdb", "spark", "databricks")
+BACKENDS: tuple[str, ...] = typing.get_args(Settings.model_fields["backend"].annotation)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

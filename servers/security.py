@@ -93,7 +93,7 @@ def build_security_server(settings: Settings, backend: SystemTables) -> InsightS
             since=run.since, until=run.until, findings=run.findings[:limit],
             total=len(run.findings), truncated=len(run.findings) > limit, suppressed=run.suppressed,
             rules_run=run.rules_run, failed_rules=[s for s in run.stats if s.error],
-            skipped_rules={k: v for k, v in run.skipped.items() if not rule_ids or k in rule_ids},
+            skipped_rules=run.skipped,
         )
         return respond(result, source=SOURCE)
 

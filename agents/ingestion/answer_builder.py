@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 
 from insight_mcp.agents.core.timestamps import rfc3339
 from insight_mcp.agents.ingestion.backend import ColumnInfo, QueryResult, json_value
-from insight_mcp.agents.untrusted import clean_text
+from insight_mcp.agents.untrusted import UNCLEAN_RE2, clean_text
 
 
 def row_cap_reason(max_rows: int) -> str:
@@ -30,12 +30,6 @@ def _month_day_nano(value: Any) -> Any:
     return f"{value.months} months {value.days} days {value.nanoseconds / 1e9:g} seconds"
 
 
-# Every character clean_text removes (control, invisible, bidirectional, tag and other format characters), in RE2's
-# words: a column with none of them is already clean, so it is checked once in Arrow instead of value by value.
-_UNCLEAN = (r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x{9f}\x{ad}\x{61c}\x{180e}\x{200b}-\x{200f}\x{202a}-\x{202e}"
-            r"\x{2060}-\x{206f}\x{feff}\x{fff9}-\x{fffb}\x{e0000}-\x{e007f}\p{Cf}]")
-
-
 _SMALL = 32  # fewer values than this: a Python loop beats the fixed cost of Arrow's kernels
 
 
@@ -44,7 +38,7 @@ def _strings(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     values = column.to_pylist()
     if len(values) < _SMALL:
         return [v if v is None else clean_text(v) for v in values]
-    unclean = pc.match_substring_regex(column, _UNCLEAN)
+    unclean = pc.match_substring_regex(column, UNCLEAN_RE2)  # checked once in Arrow, not value by value
     if not pc.any(unclean).as_py():
         return values
     for index, flagged in enumerate(unclean.to_pylist()):
@@ -122,11 +116,16 @@ def answer_from_arrow(columns: list[ColumnInfo], table: pa.Table, *, more: bool,
 
 def answer_from_rows(columns: list[ColumnInfo], records: Iterable[Sequence[Any]], *, more: bool, max_rows: int,
                      max_chars: int, elapsed_ms: float, reason: str | None = None) -> QueryResult:
-    """The capped answer from engine rows, for an engine that gives no Arrow."""
+    """The capped answer from engine rows, for an engine that gives no Arrow (or a few rows, quicker without)."""
+    whole = {i for i, c in enumerate(columns) if c.type.startswith("decimal(") and c.type.endswith(",0)")}
     rows: list[list[Any]] = []
     for record in records:
         if len(rows) >= max_rows:
             more = True
             break
-        rows.append([json_value(v) for v in record])
+        row = [json_value(v) for v in record]
+        for i in whole:  # as from Arrow: a DECIMAL(p,0) (a HUGEINT sum, say) is a whole number
+            if row[i] is not None:
+                row[i] = int(record[i])
+        rows.append(row)
     return _finish(columns, rows, more, max_rows, max_chars, elapsed_ms, reason)

@@ -174,9 +174,6 @@ class DuckDBSystemTables:
         columns = [ColumnInfo(name=d[0], type=databricks_type(kind))
                    for d, kind in zip(cursor.description or [], kinds, strict=True)]
         records = cursor.fetchmany(max_rows + 1)
-        whole = [i for i, kind in enumerate(kinds) if kind.startswith("DECIMAL(") and kind.endswith(",0)")]
-        if whole:  # as Arrow gives a DECIMAL(p,0): a whole number
-            records = [tuple(int(v) if i in whole and v is not None else v for i, v in enumerate(r)) for r in records]
         more = len(records) > max_rows
         return answer_from_rows(columns, records[:max_rows], more=more, max_rows=max_rows, max_chars=max_chars,
                                 elapsed_ms=(time.perf_counter() - started) * 1000)

@@ -125,9 +125,7 @@ def _typed(value: Any, kind: exp.DataType) -> Any:
     if this in (t.FLOAT, t.DOUBLE):
         return float(value)
     if this == t.DECIMAL:
-        number = decimal.Decimal(str(value))
-        scale = [p for p in kind.expressions if isinstance(p, exp.DataTypeParam)][1:]
-        return int(number) if not scale or scale[0].name == "0" else number
+        return decimal.Decimal(str(value))
     if this == t.BOOLEAN:
         return value if isinstance(value, bool) else str(value).lower() == "true"
     if this in (t.TIMESTAMP, t.TIMESTAMPTZ, t.TIMESTAMPLTZ, t.TIMESTAMPNTZ):

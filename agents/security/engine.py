@@ -83,9 +83,11 @@ class DetectionEngine:
         await self.prepare()
         self.runs += 1
         chosen = self.select(rule_ids=rule_ids, categories=categories)
+        asked = {r.rule.id for r in self.ruleset.select(rule_ids=rule_ids, categories=categories)}
+        skipped = {k: v for k, v in self.runner.skipped.items() if k in asked}
         results, slice_ms, rollup_ms = await self.runner.run(chosen, since, until)
         return process(results, self.config, since=since, until=until, min_severity=min_severity,
-                       workspace_id=workspace_id, skipped=self.runner.skipped, slice_ms=slice_ms,
+                       workspace_id=workspace_id, skipped=skipped, slice_ms=slice_ms,
                        rollup_ms=rollup_ms, backend=self.runner.kind)
 
     def close(self) -> None:
