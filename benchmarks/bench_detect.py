@@ -2,7 +2,7 @@
 
 Baseline, measured in the same run on the same file: one GROUP BY user_identity.email over event_time,
 user_identity.email, source_ip_address, service_name, action_name, response.status_code and request_params.
-Goal: suite <= 10x baseline. Prints each rule's share of the total.
+Goal (issue 11): the whole suite, 60+ rules with sequences, at or under 8x the baseline. Prints each rule's share.
 
     python benchmarks/bench_detect.py [--events-per-day 340000] [--days 30] [--workspace PATH] [--repeats 3]
 """
@@ -93,8 +93,8 @@ def main() -> None:
 
     print(f"baseline aggregate (best of {opts.repeats}): {base * 1000:.0f} ms")
     print(f"rule suite (best of {opts.repeats}; {run.rules_run} rules, {len(run.findings)} findings): "
-          f"{suite * 1000:.0f} ms (shared rollups {run.rollup_ms:.0f} ms, shared slice {run.slice_ms:.0f} ms)")
-    print(f"ratio: {suite / base:.2f}x (goal <= 10x)")
+          f"{suite * 1000:.0f} ms (shared rollups {run.rollup_ms:.0f} ms, action slice {run.slice_ms:.0f} ms)")
+    print(f"ratio: {suite / base:.2f}x (goal <= 8x)")
     rule_total = sum(s.ms for s in run.stats) or 1.0
     print("share of rule time (rules run in parallel, so shares add to 100% of summed rule time):")
     for stat in run.stats:

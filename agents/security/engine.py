@@ -29,14 +29,13 @@ class DetectionEngine:
         source: Path | SystemTables,
         config: DetectionSettings,
         *,
-        sliced_tables: Iterable[str] = (),
         only: Iterable[str] | None = None,
     ) -> None:
         self._owned = isinstance(source, Path)
         self.backend: SystemTables = DuckDBSystemTables(source) if isinstance(source, Path) else source
         self.config = config
         self.ruleset = RuleSet(config, only=only)
-        self.runner = runner_for(self.backend, config, sliced_tables=sliced_tables)
+        self.runner = runner_for(self.backend, config)
         self._prepared = False
         self.runs = 0  # suite runs started: what reuse of a run's findings (the risk tools) is checked by
         if isinstance(self.runner, DuckDBRunner):  # local and quick: a rule that does not plan fails here
