@@ -8,8 +8,14 @@ from typing import Any
 import pytest
 
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
-from insight_mcp.agents.network.analysis import ReferenceLists, classify_destination, classify_ip
+from insight_mcp.agents.network.analysis import (
+    ReferenceLists,
+    classify_destination,
+    classify_ip,
+    load_reference_lists,
+)
 from insight_mcp.agents.security.case_workspace import build_workspace
+from insight_mcp.agents.security.reference_lists import ipv4_prefix24, ipv4_prefix24_provider
 from insight_mcp.agents.settings import load_settings
 from insight_mcp.clients.client import ToolAnswer, ToolCallError, connect_in_process
 from insight_mcp.servers.network import build_network_server
@@ -103,3 +109,18 @@ def test_classifiers() -> None:
     assert classify_ip("not-an-ip", [], lists) == "invalid"
     assert classify_destination("abc.ngrok-free.app", lists) == "tunnel"
     assert classify_destination("ngrok-free.app.evil.example", lists) == "other"
+
+
+def test_the_anonymiser_list_names_providers_and_refuses_a_malformed_line() -> None:
+    lines = ["104.244.72.0/23 frantech", "209.141.32.0/24 frantech", "23.129.64.7", "2001:db8::/32 v6only"]
+    assert ipv4_prefix24_provider(lines, "anonymizers.txt") == [
+        "104.244.72=frantech", "104.244.73=frantech", "209.141.32=frantech", "23.129.64.7=23.129.64.7"]
+    assert ipv4_prefix24(lines, "anonymizers.txt") == ["104.244.72", "104.244.73", "209.141.32", "23.129.64.7"]
+    with pytest.raises(ValueError, match=r"anonymizers.txt: '1.2.3.0/24 two words' must be an address or range"):
+        ipv4_prefix24(["1.2.3.0/24 two words"], "anonymizers.txt")
+    with pytest.raises(ValueError, match=r"'1.2.3.0/24 bad=name' must be"):
+        ipv4_prefix24_provider(["1.2.3.0/24 bad=name"], "anonymizers.txt")  # '=' would split the SQL pair
+    with pytest.raises(ValueError, match="is not an IP address"):
+        ipv4_prefix24(["vpn.example.com provider"], "anonymizers.txt")
+    shipped = load_reference_lists()  # the shipped file, with its provider names, still classifies addresses
+    assert "185.220.101" in shipped.anonymizer_prefixes and "209.141.40" in shipped.anonymizer_prefixes

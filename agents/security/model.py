@@ -32,7 +32,8 @@ class RuleParameter(BaseModel):
     """A named threshold, window or list a rule's query reads as :name.
 
     A list can come from a shipped, updatable file beside the rule (`from_file`), expanded as plain lines, as IPv4
-    addresses and /24 prefixes (`a.b.c`) for portable matching, or as one RE2 regex matching domain suffixes.
+    addresses and /24 prefixes (`a.b.c`) for portable matching, as `prefix=provider` pairs (a line's optional second
+    word names its provider), or as one RE2 regex matching domain suffixes.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -40,7 +41,7 @@ class RuleParameter(BaseModel):
     default: ParamValue | None = None
     description: str = ""
     from_file: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
-    expand: Literal["lines", "ipv4_prefix24", "domain_suffix_regex"] = "lines"
+    expand: Literal["lines", "ipv4_prefix24", "ipv4_prefix24_provider", "domain_suffix_regex"] = "lines"
 
 
 class Rollup(BaseModel):

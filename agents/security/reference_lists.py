@@ -21,26 +21,55 @@ def read_lines(path: Path) -> list[str]:
     return out
 
 
+_PROVIDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _ranges(items: list[str], source: str) -> list[tuple[str, str]]:
+    """Each line's address or range, and its provider: the name after it, else the range itself."""
+    out = []
+    for item in items:
+        parts = item.split()
+        if len(parts) > 2 or (len(parts) == 2 and not _PROVIDER.fullmatch(parts[1])):
+            raise ValueError(f"{source}: {item!r} must be an address or range, optionally followed by one provider "
+                             "name (letters, digits, '.', '_' or '-')")
+        out.append((parts[0], parts[1] if len(parts) == 2 else parts[0]))
+    return out
+
+
+def _prefixes(item: str, source: str, budget: int) -> list[str]:
+    """An IPv4 address whole, or a range as its /24 prefixes `a.b.c`; IPv6 gives none."""
+    try:
+        net = ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        raise ValueError(f"{source}: {item!r} is not an IP address or CIDR range") from None
+    if net.version != 4:
+        return []
+    if net.prefixlen == 32:
+        return [str(net.network_address)]
+    if net.prefixlen >= 24:
+        return [str(net.network_address).rsplit(".", 1)[0]]
+    if net.num_addresses // 256 > budget:
+        raise ValueError(f"{source}: {item} expands past {MAX_PREFIXES} /24 prefixes")
+    return [str(sub.network_address).rsplit(".", 1)[0] for sub in net.subnets(new_prefix=24)]
+
+
 def ipv4_prefix24(items: list[str], source: str) -> list[str]:
     """IPs stay whole; IPv4 networks become their /24 prefixes `a.b.c`, so SQL can match with split_part."""
-    out: set[str] = set()
-    for item in items:
-        try:
-            net = ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise ValueError(f"{source}: {item!r} is not an IP address or CIDR range") from None
-        if net.version != 4:
-            continue
-        if net.prefixlen == 32:
-            out.add(str(net.network_address))
-        elif net.prefixlen >= 24:
-            out.add(str(net.network_address).rsplit(".", 1)[0])
-        else:
-            for sub in net.subnets(new_prefix=24):
-                out.add(str(sub.network_address).rsplit(".", 1)[0])
-                if len(out) > MAX_PREFIXES:
-                    raise ValueError(f"{source}: {item} expands past {MAX_PREFIXES} /24 prefixes")
-    return sorted(out)
+    return sorted(ipv4_prefix24_provider_map(items, source))
+
+
+def ipv4_prefix24_provider_map(items: list[str], source: str) -> dict[str, str]:
+    """Each address or /24 prefix and the provider it belongs to; the first line naming a prefix wins."""
+    out: dict[str, str] = {}
+    for item, provider in _ranges(items, source):
+        for prefix in _prefixes(item, source, MAX_PREFIXES - len(out)):
+            out.setdefault(prefix, provider)
+    return out
+
+
+def ipv4_prefix24_provider(items: list[str], source: str) -> list[str]:
+    """`prefix=provider` for each address and /24 prefix: SQL splits them into a table to name an IP's provider."""
+    return [f"{prefix}={provider}" for prefix, provider in sorted(ipv4_prefix24_provider_map(items, source).items())]
 
 
 def domain_suffix_regex(items: list[str], source: str) -> str:
@@ -65,6 +94,8 @@ def resolve_parameter(param: RuleParameter, folder: Path, source: str) -> ParamV
     items = read_lines(path)
     if param.expand == "ipv4_prefix24":
         return ipv4_prefix24(items, param.from_file)
+    if param.expand == "ipv4_prefix24_provider":
+        return ipv4_prefix24_provider(items, param.from_file)
     if param.expand == "domain_suffix_regex":
         return domain_suffix_regex(items, param.from_file)
     return items
