@@ -112,7 +112,8 @@ def test_classifiers() -> None:
 
 
 def test_the_anonymiser_list_names_providers_and_refuses_a_malformed_line() -> None:
-    lines = ["104.244.72.0/23 frantech", "209.141.32.0/24 frantech", "23.129.64.7", "2001:db8::/32 v6only"]
+    lines = ["104.244.72.0/23 frantech", "209.141.32.0/24 frantech", "23.129.64.7", "2001:db8::/32 v6only",
+             "209.141.32.9 other"]  # inside a listed /24: that /24's entry names it
     assert ipv4_prefix24_provider(lines, "anonymizers.txt") == [
         "104.244.72=frantech", "104.244.73=frantech", "209.141.32=frantech", "23.129.64.7=23.129.64.7"]
     assert ipv4_prefix24(lines, "anonymizers.txt") == ["104.244.72", "104.244.73", "209.141.32", "23.129.64.7"]

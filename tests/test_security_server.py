@@ -175,13 +175,19 @@ def test_bad_rule_file_names_file_and_field(tmp_path: Path, workspace: Path, tex
         (("response.status_code = 401", "array_distinct(array(user_agent)) IS NULL"), "array_distinct"),
         (("response.status_code = 401", "regexp_like(user_agent, '(?=x)')"), "RE2"),
         (("response.status_code = 401", "response.status_code = 401 / 0"), "division by zero"),
+        (("FROM system.access.audit", "FROM system.access.audit, range(100000000) AS r"), "generator_"),
+        (("response.status_code = 401", "response.status_code IN (SELECT id FROM range(:big))"), "2,000,000,000"),
+        (("SELECT user_identity", "WITH RECURSIVE r AS (SELECT 1 AS n) SELECT user_identity"), "recursion"),
     ],
 )
 def test_rule_that_cannot_compile_fails_to_load(tmp_path: Path, workspace: Path, replace: tuple[str, str],
                                                 message: str) -> None:
     folder = tmp_path / "bad"
     folder.mkdir()
-    (folder / "bad_rule.yaml").write_text(USER_RULE.format(id="bad_rule").replace(*replace))
+    text = USER_RULE.format(id="bad_rule").replace(*replace)
+    if ":big" in text:  # a generator sized by a parameter is checked once the parameter is bound
+        text = text.replace("recommendation:", "parameters:\n  big: {default: 2000000000}\nrecommendation:")
+    (folder / "bad_rule.yaml").write_text(text)
     with pytest.raises(RuleCompileError, match=message) as caught:
         DetectionEngine(workspace, DetectionSettings(rules_dir=folder), only=["bad_rule"])
     assert "bad_rule.yaml" in str(caught.value)

@@ -23,9 +23,11 @@ from insight_mcp.agents.ingestion.duckdb_backend import SCRATCH
 from insight_mcp.agents.security.model import ParamValue, Rollup, Rule
 from insight_mcp.agents.security.reference_lists import resolve_parameter
 from insight_mcp.agents.sql.dialect import CATALOG, compat_transforms
-from insight_mcp.agents.sql.guard import QueryRefused, check_functions, check_shape, check_tables
+from insight_mcp.agents.sql.generators import check_generators
+from insight_mcp.agents.sql.guard import QueryRefused, check_functions, check_recursion, check_shape, check_tables
 
 RUNTIME_PARAMS = ("since", "until", "baseline_start")
+MAX_GENERATOR_ROWS = 1_000_000  # run_query's default cap: a rule is held to what an agent's query is
 ROLLUP_PREFIX = "rollup_"
 T = TypeVar("T")
 REQUIRED_COLUMNS = ("principal", "workspace_id", "first_seen", "last_seen", "event_count", "evidence_ids")
@@ -131,6 +133,7 @@ def _guard(tree: exp.Expression, source: str, allowed_tables: Iterable[str], dec
     """The run_query guard, then every table read must be declared in the file's `tables`."""
 
     def check() -> set[str]:
+        check_recursion(tree)
         check_functions(tree)
         return set(check_tables(tree, set(allowed_tables)))
 
@@ -166,10 +169,12 @@ def portable_rollup(rollup: Rollup, source: str, *, allowed_tables: Iterable[str
     _guard(tree, source, allowed_tables, rollup.tables)
     try:
         _lint_portability(tree)
-        return bind_parameters(tree, {})
+        bound = bind_parameters(tree, {})
     except ValueError as exc:
         only = ", ".join(RUNTIME_PARAMS)
         raise RuleCompileError(f"{source}: field 'query': {exc} (a rollup takes only {only})") from None
+    _guarded(source, lambda: check_generators(bound, max_rows=MAX_GENERATOR_ROWS))
+    return bound
 
 
 def compile_rollup(
@@ -355,6 +360,7 @@ def compile_portable(
         bound = bind_parameters(tree, values)
     except ValueError as exc:
         raise RuleCompileError(f"{source}: field 'query': {exc}") from None
+    _guarded(source, lambda: check_generators(bound, max_rows=MAX_GENERATOR_ROWS))  # sizes are literal once bound
     outputs = {s.alias_or_name.lower() for s in bound.selects} if isinstance(bound, exp.Select) else set()
     if isinstance(bound, exp.SetOperation):
         outputs = {s.alias_or_name.lower() for s in bound.left.selects}  # type: ignore[attr-defined]

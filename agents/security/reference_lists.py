@@ -64,7 +64,8 @@ def ipv4_prefix24_provider_map(items: list[str], source: str) -> dict[str, str]:
     for item, provider in _ranges(items, source):
         for prefix in _prefixes(item, source, MAX_PREFIXES - len(out)):
             out.setdefault(prefix, provider)
-    return out
+    # An address inside a listed /24 is matched by the /24: dropping it leaves every IP one entry, and one provider.
+    return {k: v for k, v in out.items() if k.count(".") < 3 or k.rsplit(".", 1)[0] not in out}
 
 
 def ipv4_prefix24_provider(items: list[str], source: str) -> list[str]:
