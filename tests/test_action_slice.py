@@ -12,6 +12,7 @@ from sqlglot import exp
 
 from insight_mcp.agents.security.action_slice import point_at_slice, slice_actions, slice_table
 from insight_mcp.agents.security.engine import DetectionEngine, DetectionRun
+from insight_mcp.agents.security.runners import _selects_every_column
 from insight_mcp.agents.settings import DetectionSettings
 
 BOUNDS = "event_time >= :baseline_start AND event_time < :until"
@@ -92,3 +93,15 @@ def test_the_sliced_suite_finds_exactly_what_reading_the_table_finds(demo_worksp
                        sorted(f.evidence.fields)) for f in run.findings)
 
     assert shape(sliced) == shape(plain)
+
+
+def test_a_rule_selecting_every_column_of_the_table_gets_a_slice_of_every_column() -> None:
+    def every(sql: str) -> bool:
+        tree = sqlglot.parse_one(sql, read="databricks")
+        return any(_selects_every_column(s, "access", "audit") for s in tree.find_all(exp.Star))
+
+    assert every("SELECT * FROM system.access.audit WHERE action_name = 'a'")
+    assert every("SELECT a.* FROM system.access.audit a")
+    assert every("SELECT * FROM (SELECT * FROM system.access.audit) x")
+    assert not every("SELECT count(*) FROM system.access.audit")
+    assert not every("WITH g AS (SELECT event_id FROM system.access.audit) SELECT *, 1 FROM g")

@@ -37,6 +37,8 @@ TECHNIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
     "T1110.003": ("Brute Force: Password Spraying", ("TA0006",)),
     "T1110.004": ("Brute Force: Credential Stuffing", ("TA0006",)),
     "T1133": ("External Remote Services", ("TA0001", "TA0003")),
+    "T1136": ("Create Account", ("TA0003",)),
+    "T1136.003": ("Create Account: Cloud Account", ("TA0003",)),
     "T1195": ("Supply Chain Compromise", ("TA0001",)),
     "T1195.001": ("Supply Chain Compromise: Compromise Software Dependencies and Development Tools", ("TA0001",)),
     "T1195.002": ("Supply Chain Compromise: Compromise Software Supply Chain", ("TA0001",)),

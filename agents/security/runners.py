@@ -87,6 +87,16 @@ class RuleRunner(Protocol):
     def close(self) -> None: ...
 
 
+def _selects_every_column(star: exp.Star, schema_name: str, table_name: str) -> bool:
+    """`*` (or `alias.*`) in a SELECT that reads the table itself: its columns leave unnamed."""
+    if isinstance(star.parent, exp.Count):
+        return False
+    select = star.find_ancestor(exp.Select)
+    return select is not None and any(
+        t.db.lower() == schema_name and t.name.lower() == table_name
+        for t in select.find_all(exp.Table) if t.find_ancestor(exp.Select) is select)
+
+
 def _columns_read(table: str, rules: Iterable[PortableRule]) -> str:
     """The columns of `table` any of these rules names: a shared slice carries only those."""
     spec = get_table(table)
@@ -98,6 +108,8 @@ def _columns_read(table: str, rules: Iterable[PortableRule]) -> str:
                 tree = sqlglot.parse_one(rule.databricks_sql, read="databricks")
             except sqlglot.errors.ParseError:
                 return "*"
+            if any(_selects_every_column(star, spec.schema_name, spec.table_name) for star in tree.find_all(exp.Star)):
+                return "*"  # a rule selecting every column of the table gets every column
             used |= {ident.name.lower() for ident in tree.find_all(exp.Identifier)} & names
     return ", ".join(f'"{c.name}"' for c in spec.columns if c.name in used)
 
