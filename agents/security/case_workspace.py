@@ -1,9 +1,9 @@
 """A real workspace file built from a rule case's rows: audit shorthand expanded, other tables by column name.
 
-Audit shorthand keys: t, email, ip, service, action, status, error, params (map), ua, session, ws, level, run_by,
-run_as, repeat, every_seconds, vary_ip (append the repeat index to the last octet), vary_params (a key whose value
-gets the repeat index appended). Other tables take rows with their real column names, nested columns as mappings;
-`t`, `repeat` and `every_seconds` work there too, shifting the table's time column.
+Audit shorthand keys: t, email, ip, service, action, status, error, result (response.result), params (map), ua,
+session, ws, level, run_by, run_as, repeat, every_seconds, vary_ip (append the repeat index to the last octet),
+vary_params (a key whose value gets the repeat index appended). Other tables take rows with their real column names,
+nested columns as mappings; `t`, `repeat` and `every_seconds` work there too, shifting the table's time column.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ SHORT_TABLES = {
 }
 REPEAT_KEYS = frozenset({"t", "repeat", "every_seconds"})
 AUDIT_KEYS = REPEAT_KEYS | {"event_time", "email", "ip", "service", "action", "status", "error", "params", "ua",
-                            "session", "ws", "level", "run_by", "run_as", "vary_ip", "vary_params"}
+                            "session", "ws", "level", "run_by", "run_as", "vary_ip", "vary_params", "result"}
 
 
 def table_name(key: str) -> str:
@@ -69,7 +69,7 @@ def _audit_row(spec: dict[str, Any], index: int, when: dt.datetime) -> dict[str,
         "user_identity": {"email": email, "subject_name": None},
         "service_name": spec.get("service", "accounts"), "action_name": spec.get("action", "login"),
         "request_id": f"req-{index}", "request_params": {"key": list(params), "value": list(params.values())},
-        "response": {"status_code": status, "error_message": spec.get("error"), "result": None},
+        "response": {"status_code": status, "error_message": spec.get("error"), "result": spec.get("result")},
         "audit_level": spec.get("level", "WORKSPACE_LEVEL"),
         "event_id": "ev-" + hashlib.sha256(seed.encode()).hexdigest()[:24],
         "identity_metadata": {"run_by": spec.get("run_by"), "run_as": spec.get("run_as"), "acting_resource": None},
