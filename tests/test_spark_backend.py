@@ -194,7 +194,7 @@ def test_every_rule_finds_on_spark_through_a_sql_warehouse_what_it_finds_on_the_
     backend carries it there and back (typed parameters, Arrow chunks through external links) without changing a
     finding. Spark alone, without the warehouse, runs a few rules from the command line below."""
     server, backend = warehouse
-    engine = DetectionEngine(backend, DetectionSettings(parallelism=2))
+    engine = DetectionEngine(backend, DetectionSettings(parallelism=4))
     _same_run(anyio.run(lambda: engine.run(SINCE, UNTIL)), expected, "databricks")
     sent = [r["body"] for r in server.requests if r["method"] == "POST" and r["path"] == "/api/2.0/sql/statements"]
     assert {(b["warehouse_id"], b["catalog"]) for b in sent} == {("wh-test", "system")}

@@ -8,13 +8,17 @@ nested columns as mappings; `t`, `repeat` and `every_seconds` work there too, sh
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import functools
 import hashlib
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from insight_mcp.agents.ingestion.catalog import TABLES, get_table
 
@@ -108,6 +112,32 @@ def _to_param(value: Any, duck_type: str) -> Any:
     return value
 
 
+def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], types: dict[str, str],
+            params: list[list[Any]]) -> None:
+    """Rows in one Arrow batch (a row at a time costs milliseconds each); values Arrow cannot type go row by row."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    schema = con.sql(f"SELECT {names} FROM {table} LIMIT 0").to_arrow_table().schema
+    try:
+        data = {c: [_to_arrow(row[i], types[c]) for row in params] for i, c in enumerate(columns)}
+        batch = pa.Table.from_pydict(data, schema=schema)
+    except (pa.ArrowException, TypeError, ValueError):
+        placeholders = ", ".join("?" for _ in columns)
+        con.executemany(f"INSERT INTO {table} ({names}) VALUES ({placeholders})", params)
+        return
+    con.register("case_rows", batch)
+    try:
+        con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM case_rows")
+    finally:
+        con.unregister("case_rows")
+
+
+def _to_arrow(value: Any, duck_type: str) -> Any:
+    """A DuckDB parameter as Arrow's lists take it: a map as its (key, value) pairs."""
+    if duck_type.startswith("MAP(") and isinstance(value, dict):
+        return list(zip(value["key"], value["value"], strict=True))
+    return value
+
+
 def empty_workspace(path: Path) -> Path:
     """A workspace file with every catalog table and no rows: copied per scenario, it saves creating them each time."""
     con = duckdb.connect(str(path))
@@ -120,12 +150,17 @@ def empty_workspace(path: Path) -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=1)
+def _empty_template() -> Path:
+    """One empty workspace per process, copied for each scenario: creating every table costs more than a copy."""
+    folder = Path(tempfile.mkdtemp(prefix="insight-empty-workspace-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return empty_workspace(folder / "empty.duckdb")
+
+
 def build_workspace(path: Path, tables: dict[str, list[dict[str, Any]]], template: Path | None = None) -> Path:
     """A workspace file with every catalog table, holding the expanded rows of one scenario."""
-    if template is None:
-        empty_workspace(path)
-    else:
-        shutil.copyfile(template, path)
+    shutil.copyfile(template or _empty_template(), path)
     con = duckdb.connect(str(path))
     try:
         for key, specs in tables.items():
@@ -139,12 +174,8 @@ def build_workspace(path: Path, tables: dict[str, list[dict[str, Any]]], templat
             unknown = set(columns) - set(types)
             if unknown:
                 raise ValueError(f"{table} has no columns {sorted(unknown)}")
-            placeholders = ", ".join("?" for _ in columns)
-            names = ", ".join(f'"{c}"' for c in columns)
-            con.executemany(
-                f"INSERT INTO {spec.local_name} ({names}) VALUES ({placeholders})",
-                [[_to_param(r.get(c), types[c]) for c in columns] for r in rows],
-            )
+            params = [[_to_param(r.get(c), types[c]) for c in columns] for r in rows]
+            _insert(con, spec.local_name, columns, types, params)
     finally:
         con.close()
     return path

@@ -18,6 +18,7 @@ _BY_NAME = {name.lower(): tactic for tactic, name in TACTICS.items()}
 # technique -> (name, tactic ids), in ATT&CK's order of the kill chain
 TECHNIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
     "T1005": ("Data from Local System", ("TA0009",)),
+    "T1021.007": ("Remote Services: Cloud Services", ("TA0008",)),
     "T1037": ("Boot or Logon Initialization Scripts", ("TA0003", "TA0004")),
     "T1041": ("Exfiltration Over C2 Channel", ("TA0010",)),
     "T1059.004": ("Command and Scripting Interpreter: Unix Shell", ("TA0002",)),
@@ -25,6 +26,7 @@ TECHNIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
     "T1070": ("Indicator Removal", ("TA0005",)),
     "T1072": ("Software Deployment Tools", ("TA0002", "TA0008")),
     "T1071": ("Application Layer Protocol", ("TA0011",)),
+    "T1074": ("Data Staged", ("TA0009",)),
     "T1078": ("Valid Accounts", ("TA0001", "TA0003", "TA0004", "TA0005")),
     "T1078.004": ("Valid Accounts: Cloud Accounts", ("TA0001", "TA0003", "TA0004", "TA0005")),
     "T1090": ("Proxy", ("TA0011",)),
@@ -54,6 +56,7 @@ TECHNIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
     "T1489": ("Service Stop", ("TA0040",)),
     "T1496": ("Resource Hijacking", ("TA0040",)),
     "T1526": ("Cloud Service Discovery", ("TA0007",)),
+    "T1528": ("Steal Application Access Token", ("TA0006",)),
     "T1530": ("Data from Cloud Storage", ("TA0009",)),
     "T1531": ("Account Access Removal", ("TA0040",)),
     "T1537": ("Transfer Data to Cloud Account", ("TA0010",)),
