@@ -202,7 +202,7 @@ class DuckDBRunner:
         actions = {k: a for k, v in runnable.items() if (a := slice_actions(v.own)) is not None}
         if AUDIT_TABLE in present:
             self._slice_columns = _columns_read(AUDIT_TABLE, [runnable[k] for k in actions])
-            self._fill_slice(cursor, None, None, frozenset())  # empty, so that the sliced rules plan
+            self._fill_slice(cursor, {}, None)  # empty, so that the sliced rules plan
         else:
             actions = {}
         digest = (hash(frozenset(functions)), tuple(sorted(self._rollup_sql.items())), self._slice_columns)
@@ -242,9 +242,10 @@ class DuckDBRunner:
         target = rollup_table(rollup_id).sql("duckdb")
         cursor.execute(f"CREATE OR REPLACE TABLE {target} AS {sql}", used or None)
 
-    def _fill_slice(self, cursor: duckdb.DuckDBPyConnection, start: dt.datetime | None, until: dt.datetime | None,
-                    actions: frozenset[str]) -> None:
-        """One filtered pass over the audit table: the events of the actions the run's sliced rules read.
+    def _fill_slice(self, cursor: duckdb.DuckDBPyConnection, starts: dict[str, dt.datetime],
+                    until: dt.datetime | None) -> None:
+        """One filtered pass over the audit table: the events of the actions the run's sliced rules read, each
+        from the earliest baseline of a rule reading it (a 7-day rule's action is not copied for 30 days).
 
         The events stay in the table's order, so the rules' time filters still skip row groups of the slice.
         Built empty outside a run, so that an idle server holds no copy.
@@ -252,13 +253,20 @@ class DuckDBRunner:
         spec = get_table(AUDIT_TABLE)
         target = slice_table().sql("duckdb")
         source = f"SELECT {self._slice_columns} FROM {spec.local_name}"
-        if start is None or not actions:
+        if not starts or until is None:
             cursor.execute(f"CREATE OR REPLACE TABLE {target} AS {source} LIMIT 0")
             return
+        groups: dict[dt.datetime, list[str]] = {}
+        for action, start in starts.items():
+            groups.setdefault(start, []).append(action)
+        params: dict[str, Any] = {"until": until}
+        terms = []
+        for i, (start, actions) in enumerate(sorted(groups.items())):
+            params[f"start{i}"], params[f"actions{i}"] = start, sorted(actions)
+            terms.append(f"({spec.time_column} >= $start{i} AND action_name IN (SELECT unnest($actions{i})))")
         cursor.execute(f"CREATE OR REPLACE TABLE {target} AS {source} "
-                       f"WHERE {spec.time_column} >= $start AND {spec.time_column} < $until "
-                       f"AND action_name IN (SELECT unnest($actions))",
-                       {"start": start, "until": until, "actions": sorted(actions)})
+                       f"WHERE {spec.time_column} >= $start0 AND {spec.time_column} < $until "
+                       f"AND ({' OR '.join(terms)})", params)
 
     def _shared(self, rules: list[PortableRule], sliced: list[PortableRule], since: dt.datetime,
                 until: dt.datetime) -> tuple[float, float, dict[str, str]]:
@@ -267,9 +275,12 @@ class DuckDBRunner:
         try:
             started = time.perf_counter()
             if sliced:
-                earliest = min(rule_params(r, since, until)["baseline_start"] for r in sliced)
-                actions = frozenset().union(*(self.slice_actions[r.rule.id] for r in sliced))
-                self._fill_slice(cursor, earliest, until, actions)
+                starts: dict[str, dt.datetime] = {}  # each action from the earliest baseline of a rule reading it
+                for rule in sliced:
+                    start = rule_params(rule, since, until)["baseline_start"]
+                    for action in self.slice_actions[rule.rule.id]:
+                        starts[action] = min(starts.get(action, start), start)
+                self._fill_slice(cursor, starts, until)
             slice_ms = (time.perf_counter() - started) * 1000
             needed: dict[str, dict[str, Any]] = {}
             for rule in rules:
@@ -292,7 +303,7 @@ class DuckDBRunner:
     def _empty_slice(self) -> None:
         cursor = self.backend.cursor()
         try:
-            self._fill_slice(cursor, None, None, frozenset())
+            self._fill_slice(cursor, {}, None)
         except duckdb.Error as exc:  # the copy is only memory: a failure to drop it must not hide the findings
             log.warning("slice_not_emptied", error=_first_line(exc))
         finally:
