@@ -35,10 +35,10 @@ demo: $(STAMP)
 
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check agents servers supervisor clients tests benchmarks
-	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider -n 3 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
 
 test-all: $(STAMP) $(NODE_STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check agents servers supervisor clients tests benchmarks

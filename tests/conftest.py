@@ -14,7 +14,7 @@ from workspace_fixture import build_fixture_workspace
 
 from insight_mcp.agents.settings import Settings, load_settings
 
-# The longest files start first, longest first, so the workers finish together instead of one waiting on a
+# The longest files start first, longest first, so the two workers finish together instead of one waiting on a
 # long file that started late (measured with --durations=0 on 2 cores; re-order when a file grows).
 LONG_FIRST = ("test_spark_backend.py", "test_analyze.py", "test_inspector.py", "test_rules.py", "test_tracing.py",
               "test_rules_cli.py", "test_self_improvement.py", "test_rollups.py", "test_client_library.py",
