@@ -17,7 +17,7 @@ NODE_STAMP := $(INSIGHT_NODE_TOOLS)/.installed
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv sync --frozen --extra dev --extra spark --python $(BIN)/python
+	$(BIN)/uv sync --frozen --extra dev --extra spark --python $(BIN)/python --compile-bytecode
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -35,9 +35,11 @@ demo: $(STAMP)
 
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check agents servers supervisor clients tests benchmarks
+	@$(BIN)/python -m compileall -q -j 0 agents servers supervisor clients
 	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
 
 test-all: $(STAMP) $(NODE_STAMP)
+	@$(BIN)/python -m compileall -q -j 0 agents servers supervisor clients
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)

@@ -28,9 +28,17 @@ MLFLOW_QUEUE_LIMITS = {
     "MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE": "100000",
     "MLFLOW_TRACE_BUFFER_MAX_SIZE": "100000",
 }
+
+
 def say(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+    """Tell the server; a server that has gone (it stopped while this writer was still connecting) hears nothing."""
+    try:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nor at exit, when Python flushes stdout again
+        os.close(devnull)
 
 
 class Writer:

@@ -195,7 +195,8 @@ class TraceRecorder:
         """Write what is queued, within the timeout, then stop the writer process."""
         if self._feeder is None:
             return
-        if not self.flush(timeout):
+        idle = self._accepted == 0
+        if not idle and not self.flush(timeout):
             log.warning("traces_not_written", accepted=self._accepted, written=self.written, status=self.status)
         self._stop.set()
         self._feeder.join(timeout=5)
@@ -204,9 +205,13 @@ class TraceRecorder:
             if proc.stdin is not None:
                 proc.stdin.close()
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=1 if idle else 10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                if not idle:
+                    proc.kill()
+                # An idle writer may still be importing MLflow or creating the store's tables; stopping it there
+                # could leave a half-made store, and it has nothing to write: it reads the end of its input and
+                # exits by itself once connected, so nobody waits for it.
 
 
 def experiment_traces(tracking_uri: str, experiment: str, page_size: int = 500) -> list[Any]:

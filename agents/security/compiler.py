@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -145,13 +146,13 @@ def _guard(tree: exp.Expression, source: str, allowed_tables: Iterable[str], dec
 
 
 def _engine_sql(tree: exp.Expression, source: str, table_target: Callable[[str, str], exp.Table],
-                engine_functions: set[str]) -> str:
+                engine_functions: AbstractSet[str]) -> str:
     """DuckDB SQL with the catalog renamed and compatibility transforms; every function must exist there."""
     return render_duckdb(sargable_pairs(compat_transforms(rename_tables(tree, table_target))), source,
                          engine_functions)
 
 
-def render_duckdb(tree: exp.Expression, source: str, engine_functions: set[str]) -> str:
+def render_duckdb(tree: exp.Expression, source: str, engine_functions: AbstractSet[str]) -> str:
     """A transformed tree as DuckDB SQL; a function sqlglot passed through untranslated must exist in the engine."""
     duckdb_sql = tree.sql("duckdb")
     unknown = called_functions(duckdb_sql) - engine_functions
@@ -183,7 +184,7 @@ def compile_rollup(
     *,
     allowed_tables: Iterable[str],
     table_target: Callable[[str, str], exp.Table],
-    engine_functions: set[str],
+    engine_functions: AbstractSet[str],
 ) -> CompiledRollup:
     """A rollup's portable form, then the DuckDB SQL the embedded runner builds it with."""
     bound = portable_rollup(rollup, source, allowed_tables=allowed_tables)
@@ -388,7 +389,7 @@ def compile_rule(
     allowed_tables: Iterable[str],
     overrides: Mapping[str, Any] | None = None,
     table_target: Callable[[str, str], exp.Table],
-    engine_functions: set[str],
+    engine_functions: AbstractSet[str],
     explain: Callable[[str], None] | None = None,
     folder: Path = Path("."),
     rollups: Mapping[str, CompiledRollup] | None = None,

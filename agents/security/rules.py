@@ -73,14 +73,30 @@ def _validated(model: type[M], path: Path, data: dict[str, Any] | None = None) -
     return item
 
 
+# Rules read, by file and the file's time and size: engines and rule cases read every file, often (a case run builds
+# an engine per scenario), and parsing the YAML is most of that. Callers get their own copy of the rule; its lists
+# and mappings are shared, and nothing changes a loaded rule in place (a changed rule is a new model).
+_LOADED: dict[tuple[str, int, int], Rule] = {}
+MAX_LOADED = 2000
+
+
 def load_rule_file(path: Path) -> Rule:
     """Read and validate one rule file; a sequence file (steps instead of a query) becomes the rule it compiles to."""
     from insight_mcp.agents.security.sequence_compiler import Sequence, is_sequence, to_rule
 
-    data = _read_mapping(path)
-    if is_sequence(data):
-        return to_rule(_validated(Sequence, path, data))
-    return _validated(Rule, path, data)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise RuleFileError(f"{path}: cannot read: {exc.strerror}") from None
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    rule = _LOADED.get(key)
+    if rule is None:
+        data = _read_mapping(path)
+        rule = to_rule(_validated(Sequence, path, data)) if is_sequence(data) else _validated(Rule, path, data)
+        if len(_LOADED) >= MAX_LOADED:
+            _LOADED.clear()
+        _LOADED[key] = rule
+    return rule.model_copy()
 
 
 def load_rollups(folder: Path = ROLLUPS) -> list[tuple[Rollup, Path]]:

@@ -11,8 +11,10 @@ own optimisations declared as a list of transformations (pySigma's shape), never
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -97,26 +99,52 @@ def _selects_every_column(star: exp.Star, schema_name: str, table_name: str) -> 
         for t in select.find_all(exp.Table) if t.find_ancestor(exp.Select) is select)
 
 
+@functools.lru_cache(maxsize=2000)
+def _columns_named(table: str, sql: str) -> frozenset[str] | None:
+    """The columns of `table` one rule's SQL names, or None when it selects them all (or cannot be parsed).
+
+    Kept per process: every engine asks it of every rule, and parsing is most of an engine's set-up.
+    """
+    spec = get_table(table)
+    try:
+        tree = sqlglot.parse_one(sql, read="databricks")
+    except sqlglot.errors.ParseError:
+        return None
+    if any(_selects_every_column(star, spec.schema_name, spec.table_name) for star in tree.find_all(exp.Star)):
+        return None  # a rule selecting every column of the table gets every column
+    return frozenset({ident.name.lower() for ident in tree.find_all(exp.Identifier)} & {c.name for c in spec.columns})
+
+
 def _columns_read(table: str, rules: Iterable[PortableRule]) -> str:
     """The columns of `table` any of these rules names: a shared slice carries only those."""
     spec = get_table(table)
-    names = {c.name for c in spec.columns}
     used = {spec.time_column, *spec.event_key}
     for rule in rules:
         if table in rule.tables:
-            try:
-                tree = sqlglot.parse_one(rule.databricks_sql, read="databricks")
-            except sqlglot.errors.ParseError:
+            named = _columns_named(table, rule.databricks_sql)
+            if named is None:
                 return "*"
-            if any(_selects_every_column(star, spec.schema_name, spec.table_name) for star in tree.find_all(exp.Star)):
-                return "*"  # a rule selecting every column of the table gets every column
-            used |= {ident.name.lower() for ident in tree.find_all(exp.Identifier)} & names
+            used |= named
     return ", ".join(f'"{c.name}"' for c in spec.columns if c.name in used)
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+# DuckDB's function names by library version: listing them takes tens of milliseconds, and every engine asks. The
+# workspace's connections load no extensions (autoloading is off in the locked configuration), so a connection can
+# call what the library itself was built with.
+_FUNCTIONS: dict[str, frozenset[str]] = {}
+
+
+def _functions(cursor: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """The functions this connection can call, which is what rendering a rule for DuckDB checks against."""
+    if duckdb.__version__ not in _FUNCTIONS:
+        _FUNCTIONS[duckdb.__version__] = frozenset(
+            r[0].lower() for r in cursor.execute("SELECT DISTINCT function_name FROM duckdb_functions()").fetchall())
+    return _FUNCTIONS[duckdb.__version__]
 
 
 # The embedded runner's SQL per rule, by the portable rule and everything the embedded form depends on.
@@ -154,7 +182,7 @@ class DuckDBRunner:
                            lambda tree, rule: sargable_pairs(tree)),
         ]
 
-    def transform(self, rule: PortableRule, functions: set[str], *, sliced: bool = False) -> str:
+    def transform(self, rule: PortableRule, functions: AbstractSet[str], *, sliced: bool = False) -> str:
         """The declared transformations in order, rendered as DuckDB SQL whose functions all exist."""
         tree: exp.Expression = rule.own
         for step in self.transformations:
@@ -180,16 +208,17 @@ class DuckDBRunner:
                 self.backend.release(cursor)
 
     def _prepare(self, ruleset: RuleSet, cursor: duckdb.DuckDBPyConnection) -> None:
-        functions = {r[0].lower() for r in cursor.execute("SELECT function_name FROM duckdb_functions()").fetchall()}
+        functions = _functions(cursor)
         present = {
             f"system.{schema}.{table}"
             for schema, table in cursor.execute(
                 f"SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name <> '{SCRATCH}'"
             ).fetchall()
         }
+        read = {name for rule in ruleset.rules.values() for name in rule.rollups}
         for rollup_id, tree in ruleset.rollups.items():
             rollup, path = ruleset.rollup_files[rollup_id]
-            if not set(rollup.tables) <= present:
+            if rollup_id not in read or not set(rollup.tables) <= present:
                 continue  # rules reading it list the same tables and are skipped with the reason
             for step in self.transformations:
                 if step.name not in {"shared_rollups", "action_slice"}:  # rollups read the tables themselves
@@ -217,7 +246,7 @@ class DuckDBRunner:
                 self.sliced_sql[rule_id] = self._compiled(cursor, portable, functions, digest, sliced=True)
                 self.slice_actions[rule_id] = actions[rule_id]
 
-    def _compiled(self, cursor: duckdb.DuckDBPyConnection, portable: PortableRule, functions: set[str],
+    def _compiled(self, cursor: duckdb.DuckDBPyConnection, portable: PortableRule, functions: AbstractSet[str],
                   digest: tuple[object, ...], *, sliced: bool) -> str:
         """A rule's DuckDB SQL, planned once per process for everything it depends on."""
         key = (portable.rule.id, portable.source, portable.databricks_sql, digest, sliced)
