@@ -128,6 +128,22 @@ def test_large_answers_come_as_arrow_chunks_through_links_that_never_see_our_tok
         "ARROW_STREAM"
 
 
+
+def test_a_chunk_download_the_storage_refuses_for_a_moment_is_fetched_again(emulator: WarehouseEmulator,
+                                                                           token: str) -> None:
+    """A result link is a plain GET of object storage, safe to repeat: a passing 503 (or a pooled connection the
+    storage closed while a long statement ran) must not fail the rule or tool that asked."""
+    sql = "SELECT event_id FROM system.access.audit ORDER BY event_id"
+    linked = warehouse(emulator, inline_max_rows=10)
+    emulator.fail_next(503, "SlowDown", "Please reduce your request rate.", count=2, path_contains="/external/")
+    try:
+        answer = run(linked, sql, max_rows=40)
+    finally:
+        anyio.run(linked.close)
+    assert answer.row_count == 40
+    downloads = [r for r in emulator.requests if r["path"].startswith("/external/")]
+    assert len(downloads) == 2 + 2  # 40 rows in two chunks of 25; the first two GETs answered 503
+
 def test_a_statement_is_cancelled_at_its_deadline_and_when_its_caller_goes_away(token: str) -> None:
     release = threading.Event()
     cancelled: list[str] = []

@@ -55,6 +55,21 @@ _TERMINAL = {"SUCCEEDED", "FAILED", "CANCELED", "CLOSED"}
 _POLL_FIRST, _POLL_MAX = 0.05, 1.0
 
 
+
+def _storage_session() -> Any:
+    """Downloads of result chunks from the warehouse's storage, retried: a link is a plain GET, safe to repeat, and
+    a pooled connection the storage closed while a long statement ran fails the next request (RemoteDisconnected)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    retry = Retry(total=4, connect=4, read=4, status=4, backoff_factor=0.2, allowed_methods=frozenset({"GET"}),
+                  status_forcelist=(429, 500, 502, 503, 504), raise_on_status=False)
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    session.mount("https://", HTTPAdapter(max_retries=retry))
+    return session
+
 class WarehouseUnavailable(BackendError):
     """The SDK is missing, the configuration is incomplete, or the workspace cannot be reached."""
 
@@ -200,7 +215,6 @@ class WarehouseSystemTables:
             if self._client is not None:
                 return self._client, self._warehouse  # type: ignore[return-value]
             try:
-                import requests
                 from databricks.sdk import WorkspaceClient
                 from databricks.sdk.core import Config
             except ImportError:
@@ -219,7 +233,7 @@ class WarehouseSystemTables:
                 raise WarehouseUnavailable(f"INSIGHT_BACKEND=databricks needs the SQL warehouse's id: set "
                                            f"{WAREHOUSE_SETTING}")
             self._client, self._warehouse = WorkspaceClient(config=cfg), warehouse
-            self._storage = requests.Session()  # external links carry their own credentials: never ours
+            self._storage = _storage_session()  # external links carry their own credentials: never ours
             return self._client, warehouse
 
     def _scrub(self, text: str) -> str:

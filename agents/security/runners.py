@@ -2,8 +2,8 @@
 own optimisations declared as a list of transformations (pySigma's shape), never a fork of the engine.
 
 - The embedded runner builds each shared rollup once per run in the backend's scratch database, copies the audit
-  events of the actions the rules name into one slice that most rules read instead of the table, and adds sargable
-  filters: one connection, the backend's.
+  events of the actions the rules name into one slice that most rules read instead of the table (the rules that read
+  neither run while these are built), and adds sargable filters: one connection, the backend's.
 - The statement runner sends each rule's standalone Databricks SQL (rollups as leading CTEs) through any backend's
   `execute`, with named parameters, up to the configured parallelism: a SQL warehouse, Spark, or DuckDB itself.
 """
@@ -366,14 +366,22 @@ class DuckDBRunner:
         lock = self.backend.scratch_lock()
         await anyio.to_thread.run_sync(lock.acquire)  # not abandoned on cancellation: the finally releases it
         try:
-            slice_ms, rollup_ms, broken = await self.backend.run_sync(self._shared, rules, sliced, since, until)
             limiter = anyio.Semaphore(self.config.parallelism)
             results: list[RuleResult] = []
+            shared_ready = anyio.Event()
+            shared: dict[str, Any] = {"slice_ms": 0.0, "rollup_ms": 0.0, "broken": {}}
+
+            async def build_shared() -> None:
+                shared["slice_ms"], shared["rollup_ms"], shared["broken"] = await self.backend.run_sync(
+                    self._shared, rules, sliced, since, until)
+                shared_ready.set()
 
             async def one(rule: PortableRule) -> None:
-                failed = next((name for name in rule.rollups if name in broken), None)
+                if rule.rule.id in use_slice or rule.rollups:
+                    await shared_ready.wait()  # the rest read only the workspace: they run while the slice fills
+                failed = next((name for name in rule.rollups if name in shared["broken"]), None)
                 if failed is not None:
-                    error = f"shared rollup {failed} could not be built: {broken[failed]}"
+                    error = f"shared rollup {failed} could not be built: {shared['broken'][failed]}"
                     results.append(RuleResult(rule=rule.rule, rows=[],
                                               stat=RuleStat(rule_id=rule.rule.id, ms=0.0, rows=0, error=error)))
                     return
@@ -382,8 +390,10 @@ class DuckDBRunner:
                                                                rule.rule.id in use_slice))
 
             async with anyio.create_task_group() as tg:
+                tg.start_soon(build_shared)
                 for rule in rules:
                     tg.start_soon(one, rule)
+            slice_ms, rollup_ms = shared["slice_ms"], shared["rollup_ms"]
         finally:
             try:
                 if sliced:
