@@ -14,6 +14,8 @@ NODE_STAMP := $(INSIGHT_NODE_TOOLS)/.installed
 
 .PHONY: setup node-tools demo test test-all lint bench docs clean
 
+# Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set (as on our CI machines) Python would otherwise
+# compile MLflow and the rest from source in every process the servers and tests start (import mlflow: 9 s vs 3 s).
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
