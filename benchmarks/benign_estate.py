@@ -6,9 +6,7 @@ has been running for a while. By default one detection run covers the measured d
 ... --until ...`); `--daily` runs each day on its own, as a daily schedule would, and correlates the findings of all
 runs (deduplicated by their stable ids). Prints the incidents, then medium+ findings per day and per rule.
 
-The generator has no switch for its attack scenarios, and writing a workspace with no labels fails (an empty
-`executemany`). This script leaves the generator as it is: while it generates, it swaps the scenario step for one
-that adds nothing and skips the empty labels insert.
+The estate is `generate_workspace(..., attacks=False)` (`insight-mcp workspace generate --no-attacks`).
 
     python benchmarks/benign_estate.py [--days 30] [--warmup-days 14] [--users 200] [--events-per-day 20000]
                                        [--seed 7] [--daily] [--workspace PATH]
@@ -22,12 +20,8 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from unittest import mock
 
 import anyio
 
@@ -42,26 +36,11 @@ from insight_mcp.agents.settings import DetectionSettings
 END = dt.date(2026, 11, 1)
 
 
-@contextmanager
-def no_attacks() -> Iterator[None]:
-    """While active, the generator weaves in no attack scenario and writes an empty labels table."""
-    insert_labels = generator._insert_labels
-
-    def labels_if_any(con: Any, labels: list[Any]) -> None:
-        if labels:
-            insert_labels(con, labels)
-
-    with mock.patch.object(generator, "_add_scenarios", lambda em: []), \
-            mock.patch.object(generator, "_insert_labels", labels_if_any):
-        yield
-
-
 def generate_benign(path: Path, *, days: int, warmup_days: int, users: int, events_per_day: int, seed: int,
                     end: dt.date = END) -> generator.GenerationReport:
     """The routine estate only: `warmup_days` of history, then the `days` to measure, ending before `end`."""
-    with no_attacks():
-        report = generator.generate_workspace(path, days=days + warmup_days, users=users, seed=seed,
-                                              events_per_day=events_per_day, end=end)
+    report = generator.generate_workspace(path, days=days + warmup_days, users=users, seed=seed,
+                                          events_per_day=events_per_day, end=end, attacks=False)
     if report.scenarios:
         raise RuntimeError(f"attack scenarios were generated: {report.scenarios}")
     return report

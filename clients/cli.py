@@ -74,6 +74,9 @@ def workspace_generate(
     seed: Annotated[int, typer.Option(help="Same seed, same estate.")] = 7,
     events_per_day: Annotated[int, typer.Option(help="Audit events per day.")] = 20_000,
     end: Annotated[str | None, typer.Option(help="Last day (exclusive), ISO date; default today.")] = None,
+    attacks: Annotated[bool, typer.Option(
+        help="Weave in the labelled attack scenarios; --no-attacks builds the routine alone, to see what normal "
+             "work draws from the rules.")] = True,
     backend: BackendOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -92,7 +95,7 @@ def workspace_generate(
         with _status(f"generating {days} days x {events_per_day} events/day", enabled=not as_json):
             report = generate_workspace(
                 settings.workspace_path, days=days, users=users, seed=seed, events_per_day=events_per_day,
-                end=end_day,
+                end=end_day, attacks=attacks,
             )
     except (ValueError, OSError) as exc:
         fail(str(exc))

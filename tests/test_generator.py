@@ -284,6 +284,28 @@ def test_scenarios_survive_a_tiny_estate(tmp_path: Path) -> None:
         c.close()
 
 
+
+def test_an_estate_without_attacks_is_the_routine_alone(tmp_path: Path) -> None:
+    """`workspace generate --no-attacks`: the same routine, no scenario woven in and no labels, to tune rules on."""
+    from typer.testing import CliRunner
+
+    from insight_mcp.clients.cli import app
+
+    home = tmp_path / "home"
+    done = CliRunner().invoke(app, ["--home", str(home), "workspace", "generate", "--no-attacks", "--days", "2",
+                                    "--users", "10", "--events-per-day", "500", "--end", END.isoformat(), "--json"])
+    assert done.exit_code == 0, done.output
+    path = home / "workspace.duckdb"
+    assert read_labels(path) == []
+    with_attacks = tmp_path / "attacks.duckdb"
+    generate_workspace(with_attacks, days=2, users=10, events_per_day=500, end=END)
+    assert read_labels(with_attacks)
+    c = duckdb.connect(str(path), read_only=True)
+    try:
+        assert c.execute("SELECT count(*) FROM access.audit").fetchone()[0] >= 1000
+    finally:
+        c.close()
+
 # --- realism ------------------------------------------------------------------------------------------------
 
 

@@ -61,8 +61,12 @@ def generate_workspace(
     seed: int = 7,
     events_per_day: int = 20_000,
     end: dt.date | None = None,
+    attacks: bool = True,
 ) -> GenerationReport:
-    """Build the demo workspace atomically, so demos and tests get a realistic estate with known attacks."""
+    """Build the demo workspace atomically, so demos and tests get a realistic estate with known attacks.
+
+    `attacks=False` weaves in none: the routine alone, to tune rules against (how many findings normal work draws).
+    """
     _validate(days=days, users=users, seed=seed, events_per_day=events_per_day, end=end)
     started = time.perf_counter()
     path = Path(path)
@@ -71,7 +75,7 @@ def generate_workspace(
     tmp = path.with_suffix(f".tmp-{pysecrets.token_hex(6)}")
     try:
         rows, labels = _build(tmp, days=days, users=users, seed=seed, events_per_day=events_per_day,
-                              end=end_day)
+                              end=end_day, attacks=attacks)
         os.replace(tmp, path)
     except BaseException:
         _remove_database_files(tmp)
@@ -137,7 +141,7 @@ def _remove_stale_wal(db: Path) -> None:
 
 
 def _build(
-    tmp: Path, *, days: int, users: int, seed: int, events_per_day: int, end: dt.date
+    tmp: Path, *, days: int, users: int, seed: int, events_per_day: int, end: dt.date, attacks: bool = True
 ) -> tuple[dict[str, int], list[ScenarioLabel]]:
     estate = _build_estate(days=days, users=users, seed=seed, end=end)
     con = duckdb.connect(str(tmp), config={"preserve_insertion_order": False})
@@ -153,7 +157,7 @@ def _build(
         _insert_bulk_queries(con, estate, max(days, days * events_per_day // 20))
         em = _Emitter(estate)
         _add_benign_noise(em)
-        labels = _add_scenarios(em)  # may add or delete clusters, so clusters and usage come after
+        labels = _add_scenarios(em) if attacks else []  # may add or delete clusters: clusters and usage come after
         _add_clusters(em)
         _add_usage(em)
         _add_network(em)

@@ -31,6 +31,8 @@ def _insert_records(con: duckdb.DuckDBPyConnection, table: str, records: list[di
 
 
 def _insert_labels(con: duckdb.DuckDBPyConnection, labels: list[ScenarioLabel]) -> None:
+    if not labels:  # an estate without attacks: DuckDB refuses an executemany of nothing
+        return
     con.executemany(
         f"INSERT INTO {LABELS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
