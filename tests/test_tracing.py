@@ -143,3 +143,22 @@ def test_an_idle_recorder_stops_without_waiting_and_its_writer_still_finishes_th
     assert writer.poll() is None, "close waited for the writer to connect, though it had nothing to write"
     assert writer.wait(timeout=300) == 0
     assert open_client(f"sqlite:///{store}").get_experiment_by_name("idle") is not None
+
+
+def test_a_writer_whose_server_has_gone_exits_cleanly(tmp_path: Path) -> None:
+    """A server stopped while its idle writer was still connecting: the writer's next word meets a closed pipe, and
+    it must neither print a traceback into the terminal the server ran in nor fail."""
+    import subprocess
+    import sys
+
+    store = tmp_path / "mlflow.db"
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "insight_mcp.agents.core.trace_writer", f"sqlite:///{store}", "gone",
+         str(tmp_path / "artifacts")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert writer.stdin is not None and writer.stdout is not None and writer.stderr is not None
+    writer.stdin.close()
+    writer.stdout.close()  # the server is gone before the writer says it is ready
+    assert writer.wait(timeout=300) == 0
+    assert "Traceback" not in writer.stderr.read()
+    assert open_client(f"sqlite:///{store}").get_experiment_by_name("gone") is not None
