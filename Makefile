@@ -12,7 +12,7 @@ export TEXTGRAD_LOG_DIR ?= $(INSIGHT_HOME)/logs
 export INSIGHT_NODE_TOOLS ?= $(HOME)/.cache/insight-mcp/node-tools
 NODE_STAMP := $(INSIGHT_NODE_TOOLS)/.installed
 
-.PHONY: setup node-tools demo test test-all lint bench docs clean
+.PHONY: setup node-tools bytecode demo test test-all lint bench docs clean
 
 # Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set (as on our CI machines) Python would otherwise
 # compile MLflow and the rest from source in every process the servers and tests start (import mlflow: 9 s vs 3 s).
@@ -35,13 +35,15 @@ node-tools: $(NODE_STAMP)
 demo: $(STAMP)
 	$(BIN)/insight-mcp demo
 
-test: $(STAMP) $(NODE_STAMP)
-	$(BIN)/ruff check agents servers supervisor clients tests benchmarks
+# Our own sources too (Python reads .pyc files even where it may not write them); a stale one is ignored.
+bytecode: $(STAMP)
 	@$(BIN)/python -m compileall -q -j 0 agents servers supervisor clients
+
+test: $(STAMP) $(NODE_STAMP) bytecode
+	$(BIN)/ruff check agents servers supervisor clients tests benchmarks
 	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
 
-test-all: $(STAMP) $(NODE_STAMP)
-	@$(BIN)/python -m compileall -q -j 0 agents servers supervisor clients
+test-all: $(STAMP) $(NODE_STAMP) bytecode
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)

@@ -129,18 +129,20 @@ def test_calls_keep_working_when_the_tracking_store_is_down(
 def test_an_idle_recorder_stops_without_waiting_and_its_writer_still_finishes_the_store(tmp_path: Path) -> None:
     """Stopping a server that traced nothing must not wait for MLflow's import and the store's creation, nor cut
     them short: the writer reads the end of its input once connected and exits cleanly, leaving a whole store."""
+    from insight_mcp.agents.core.mlflow_store import store_lock
     from insight_mcp.agents.core.tracing import TraceRecorder
 
     store = tmp_path / "mlflow.db"
     recorder = TraceRecorder(f"sqlite:///{store}", "idle", tmp_path / "artifacts")
-    recorder.start()
-    deadline = time.monotonic() + 30
-    while recorder._proc is None and time.monotonic() < deadline:  # the feeder spawns the writer on its first turn
-        time.sleep(0.05)
-    writer = recorder._proc
-    assert writer is not None
-    recorder.close()
-    assert writer.poll() is None, "close waited for the writer to connect, though it had nothing to write"
+    with store_lock(f"sqlite:///{store}", "init"):  # the writer cannot finish connecting while this is held
+        recorder.start()
+        deadline = time.monotonic() + 30
+        while recorder._proc is None and time.monotonic() < deadline:  # the feeder spawns it on its first turn
+            time.sleep(0.05)
+        writer = recorder._proc
+        assert writer is not None
+        recorder.close()
+        assert writer.poll() is None, "close waited for the writer to connect, though it had nothing to write"
     assert writer.wait(timeout=300) == 0
     assert open_client(f"sqlite:///{store}").get_experiment_by_name("idle") is not None
 

@@ -141,7 +141,7 @@ def _remove_stale_wal(db: Path) -> None:
 
 
 def _build(
-    tmp: Path, *, days: int, users: int, seed: int, events_per_day: int, end: dt.date, attacks: bool = True
+    tmp: Path, *, days: int, users: int, seed: int, events_per_day: int, end: dt.date, attacks: bool
 ) -> tuple[dict[str, int], list[ScenarioLabel]]:
     estate = _build_estate(days=days, users=users, seed=seed, end=end)
     con = duckdb.connect(str(tmp), config={"preserve_insertion_order": False})

@@ -158,9 +158,11 @@ def _empty_template() -> Path:
     return empty_workspace(folder / "empty.duckdb")
 
 
-def build_workspace(path: Path, tables: dict[str, list[dict[str, Any]]], template: Path | None = None) -> Path:
+def build_workspace(path: Path, tables: dict[str, list[dict[str, Any]]]) -> Path:
     """A workspace file with every catalog table, holding the expanded rows of one scenario."""
-    shutil.copyfile(template or _empty_template(), path)
+    if not _empty_template().exists():  # something cleaned the temporary folder: make it again
+        _empty_template.cache_clear()
+    shutil.copyfile(_empty_template(), path)
     con = duckdb.connect(str(path))
     try:
         for key, specs in tables.items():

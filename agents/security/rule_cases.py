@@ -33,7 +33,6 @@ from insight_mcp.agents.security.case_workspace import (
     SHORT_TABLES,
     allowed_keys,
     build_workspace,
-    empty_workspace,
     table_name,
 )
 from insight_mcp.agents.security.engine import DetectionEngine
@@ -278,8 +277,8 @@ def case_rule_id(path: Path) -> str:
 
 
 def _findings(workspace: Path, rule_id: str, scenario: Scenario, window: CaseWindow,
-              detections: DetectionSettings, template: Path | None) -> list[Finding]:
-    build_workspace(workspace, scenario.tables, template)
+              detections: DetectionSettings) -> list[Finding]:
+    build_workspace(workspace, scenario.tables)
     engine = DetectionEngine(workspace, detections, only=[rule_id])
     try:
         run = anyio.run(lambda: engine.run(window.since, window.until, rule_ids=[rule_id]))
@@ -316,12 +315,12 @@ def _judge(kind: Kind, scenario: Scenario, findings: list[Finding]) -> ScenarioR
                           reason=f"fired for {expected} ({len(findings)} finding(s))")
 
 
-def check_scenario(rule_id: str, kind: Kind, scenario: Scenario, window: CaseWindow, detections: DetectionSettings,
-                   template: Path | None = None) -> ScenarioResult:
+def check_scenario(rule_id: str, kind: Kind, scenario: Scenario, window: CaseWindow,
+                   detections: DetectionSettings) -> ScenarioResult:
     """Run one rule over one scenario's own workspace file (a copy of `template`, if given) and judge its findings."""
     with tempfile.TemporaryDirectory(prefix="insight-rule-case-") as folder:
         try:
-            findings = _findings(Path(folder) / "workspace.duckdb", rule_id, scenario, window, detections, template)
+            findings = _findings(Path(folder) / "workspace.duckdb", rule_id, scenario, window, detections)
         except (_RuleDidNotRun, BackendError, duckdb.Error, ValueError, KeyError, TypeError) as exc:
             return ScenarioResult(kind=kind, name=scenario.name, passed=False, reason=_line(str(exc)))
     return _judge(kind, scenario, findings)
@@ -339,8 +338,7 @@ def _status(case: CaseFile, scenarios: list[ScenarioResult]) -> Status:
     return "passed"
 
 
-def check_rule(rule_id: str, rule_path: Path, detections: DetectionSettings,
-               template: Path | None = None) -> RuleCasesResult:
+def check_rule(rule_id: str, rule_path: Path, detections: DetectionSettings) -> RuleCasesResult:
     """Every case of one rule, with what a person must add when a kind of case is missing."""
     cases_path = cases_file_of(rule_path)
     if cases_path is None:
@@ -355,7 +353,7 @@ def check_rule(rule_id: str, rule_path: Path, detections: DetectionSettings,
                                status="bad cases file", problems=[str(exc)])
     kinds: list[tuple[Kind, Scenario]] = [("fires", s) for s in case.fires]
     kinds += [("near_miss", s) for s in case.near_misses]
-    scenarios = [check_scenario(rule_id, kind, s, case.window_of(s), detections, template) for kind, s in kinds]
+    scenarios = [check_scenario(rule_id, kind, s, case.window_of(s), detections) for kind, s in kinds]
     problems = []
     if not case.fires:
         problems.append(f"no firing case: add a scenario under fires: in {cases_path}, with events that must raise "
@@ -420,12 +418,10 @@ def check_folders(folders: list[Path], detections: DetectionSettings,
             raise ValueError(f"no rule {', '.join(unknown)} in {', '.join(str(f) for f in folders)}")
         tested = [item for item in tested if item[1] in only]
     results: list[RuleCasesResult] = []
-    with tempfile.TemporaryDirectory(prefix="insight-rule-cases-") as scratch:
-        template = empty_workspace(Path(scratch) / "empty.duckdb")
-        for i, (folder, rule_id, path) in enumerate(tested):
-            if progress:
-                progress(i / len(tested), f"{folder.name}/{rule_id}")
-            results.append(check_rule(rule_id, path, detections, template))
+    for i, (folder, rule_id, path) in enumerate(tested):
+        if progress:
+            progress(i / len(tested), f"{folder.name}/{rule_id}")
+        results.append(check_rule(rule_id, path, detections))
     for folder in [] if only else folders:  # case files no rule claims: only when every rule was tested
         here = {rule_id for f, rule_id, _ in tested if f == folder}
         results += _unclaimed(folder, here, {rule_id: path for rule_id, path in every if rule_id not in here})
