@@ -3,6 +3,7 @@ the tags the supervisor groups by, nothing in the working directory, and calls u
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -164,3 +165,60 @@ def test_a_writer_whose_server_has_gone_exits_cleanly(tmp_path: Path) -> None:
     assert writer.wait(timeout=300) == 0
     assert "Traceback" not in writer.stderr.read()
     assert open_client(f"sqlite:///{store}").get_experiment_by_name("gone") is not None
+
+
+def _record(i: int, error: str | None = None) -> dict[str, Any]:
+    now = time.time_ns()
+    return {"name": "run_query", "span_type": "TOOL", "inputs": {"sql": f"SELECT {i}"},
+            "outputs": {"rows": [[i]], "row_count": 1}, "start_ns": now, "end_ns": now + 3_000_000, "error": error,
+            "tags": {"insight.tool": "run_query", "insight.call_id": f"{i:016x}",
+                     "insight.status": "error" if error else "ok"}}
+
+
+def test_a_batch_written_again_after_a_failure_leaves_each_trace_once_and_whole(tmp_path: Path) -> None:
+    """The writer keeps a batch's traces when the store fails part-way and writes the same ones again: a trace whose
+    info was stored before the failure is completed, not duplicated; each keeps what MLflow's exporter would give."""
+    from insight_mcp.agents.core.trace_writer import Writer
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    writer = Writer(uri, "batches", tmp_path / "artifacts")
+    writer.connect()
+    records = [_record(i, error="refused: DROP is not allowed" if i == 3 else None) for i in range(5)]
+    built: list[Any] = []
+    writer.write(records, built)
+    writer.write(records, built)  # as after an outage between the infos and the spans
+    traces = experiment_traces(uri, "batches")
+    assert sorted(t.info.tags["insight.call_id"] for t in traces) == [f"{i:016x}" for i in range(5)]
+    client = open_client(uri)
+    for summary in traces:
+        trace = client.get_trace(summary.info.trace_id)
+        (span,) = trace.data.spans
+        i = int(trace.info.tags["insight.call_id"], 16)
+        assert span.inputs == {"sql": f"SELECT {i}"} and span.outputs == {"rows": [[i]], "row_count": 1}
+        assert trace.info.tags["mlflow.traceName"] == "run_query"
+        assert trace.info.execution_duration == 3
+        assert trace.info.request_preview == json.dumps({"sql": f"SELECT {i}"})
+        assert trace.info.trace_metadata["mlflow.trace_schema.version"] == "3"
+        assert "mlflow.trace.sizeBytes" in trace.info.trace_metadata
+        assert str(trace.info.state).endswith("ERROR" if i == 3 else "OK")
+    failed = client.get_trace(next(t.info.trace_id for t in traces if t.info.tags["insight.status"] == "error"))
+    assert failed.data.spans[0].attributes["error"] == "refused: DROP is not allowed"
+
+
+def test_records_that_arrive_together_are_written_together_and_a_flush_keeps_its_place() -> None:
+    """A flush answers only after the records sent before it, and never waits for ones sent after it."""
+    import queue
+
+    from insight_mcp.agents.core.trace_writer import BATCH, next_batch, read_messages
+
+    inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    lines = [json.dumps({"record": {"n": i}}) + "\n" for i in range(BATCH + 3)]
+    lines[2:2] = ["not json at all\n", json.dumps([1, 2]) + "\n"]  # skipped, not fatal
+    lines.insert(5, json.dumps({"flush": 9}) + "\n")
+    read_messages(iter(lines), inbox)
+    records, flush, ended = next_batch(inbox)
+    assert [r["n"] for r in records] == [0, 1, 2] and flush == {"flush": 9} and not ended
+    records, flush, ended = next_batch(inbox)
+    assert len(records) == BATCH and records[0]["n"] == 3 and flush is None and not ended  # at most BATCH at once
+    assert records[-1]["n"] == BATCH + 2
+    assert next_batch(inbox) == ([], None, True)  # the end of input
