@@ -69,10 +69,11 @@ def annotations(
 def respond(model: BaseModel, *, source: str, cleaned: tuple[str, ...] = ()) -> CallToolResult:
     """Structured content for programs, and the same data fenced as untrusted for a model to read.
 
-    `cleaned` names fields whose text the answer builder has already cleaned (query rows): walking them again
-    cost a large answer more than running its query."""
-    data = model.model_dump(mode="json")
-    data = {k: v if k in cleaned else clean_value(v) for k, v in data.items()}
+    `cleaned` names fields the answer builder has already made JSON-safe and cleaned (query rows): dumping and
+    walking them again cost a large answer more than running its query."""
+    dumped = model.model_dump(mode="json", exclude=set(cleaned))
+    data = {k: getattr(model, k) if k in cleaned else clean_value(dumped[k])
+            for k in type(model).model_fields if k in cleaned or k in dumped}
     return CallToolResult(content=[TextContent(type="text", text=fence(data, source=source))], structured_content=data)
 
 

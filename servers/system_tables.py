@@ -125,7 +125,7 @@ def build_system_tables_server(settings: Settings, backend: SystemTables | None 
                 Statement(databricks_sql=guardedq.databricks_sql, duckdb_sql=guardedq.duckdb_sql),
                 max_rows=guardedq.limit, max_chars=limits.max_chars, timeout_seconds=limits.timeout_seconds,
             )
-        answer = QueryAnswer(
+        answer = QueryAnswer.model_construct(  # the backend's answer builder made it; the SDK checks it on the way out
             columns=result.columns, rows=result.rows, row_count=result.row_count, truncated=result.truncated,
             truncation_reason=result.truncation_reason, statement_ms=result.elapsed_ms, tables=guardedq.tables,
             executed_sql=guardedq.databricks_sql,

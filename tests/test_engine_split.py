@@ -221,3 +221,22 @@ def test_a_table_without_the_system_tables_columns_gets_a_clear_error(tmp_path: 
     with pytest.raises(BackendError, match=r"does not have the system table's columns.*workspace load") as raised:
         DetectionEngine(path, DetectionSettings())
     assert "Traceback" not in str(raised.value)
+
+
+def test_timestamp_columns_read_through_arrow_are_written_as_python_writes_them() -> None:
+    """Long timestamp columns are formatted by Arrow, short ones by `rfc3339`: both must give the same text, at
+    every unit, with or without a zone, before 1970 and before the year 1000."""
+    from insight_mcp.agents.core.timestamps import rfc3339
+
+    instants = [dt.datetime(2026, 11, 18, 0, 11, 36), dt.datetime(2026, 11, 18, 0, 11, 36, 400_000),
+                dt.datetime(1969, 12, 31, 23, 59, 59, 999_999), dt.datetime(999, 1, 2, 3, 4, 5, 6),
+                dt.datetime(9999, 12, 31, 23, 59, 59), None] * 8  # past the short-column cut-over
+    for unit in ("s", "ms", "us", "ns"):
+        for zone in (None, "UTC"):
+            kept = [v if v is None or unit != "s" else v.replace(microsecond=0) for v in instants
+                    if unit != "ns" or v is None or 1678 <= v.year <= 2261]  # nanoseconds span 1678-2261
+            if unit == "ms":
+                kept = [v if v is None else v.replace(microsecond=v.microsecond // 1000 * 1000) for v in kept]
+            table = pa.table({"t": pa.array(kept, pa.timestamp(unit, tz=zone))})
+            rows = answer_from_arrow(_cols("t"), table, more=False, max_rows=100, max_chars=10**6, elapsed_ms=0).rows
+            assert [r[0] for r in rows] == [None if v is None else rfc3339(v) for v in kept], (unit, zone)

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 import structlog
 
+from insight_mcp.agents.core.jsontext import dumps
 from insight_mcp.agents.core.mlflow_store import without_credentials
 
 log = structlog.get_logger("insight_mcp.tracing")
@@ -156,7 +157,7 @@ class TraceRecorder:
                 if isinstance(item, int):
                     self._proc.stdin.write(json.dumps({"flush": item}) + "\n")
                 else:
-                    line = json.dumps({"record": _jsonable(item)}, default=str)
+                    line = dumps({"record": _jsonable(item)})
                     with self._changed:
                         self._sent += 1
                     self._proc.stdin.write(line + "\n")
@@ -244,7 +245,7 @@ def _jsonable(record: SpanRecord) -> dict[str, Any]:
 def bounded(value: Any, limit: int = TRACE_VALUE_CHARS) -> Any:
     """The value itself when its JSON is small; otherwise its JSON cut at `limit` characters, marked as cut."""
     try:
-        text = json.dumps(value, default=str, separators=(",", ":"))
+        text = dumps(value)
     except (TypeError, ValueError):
         text = str(value)
     if len(text) <= limit:

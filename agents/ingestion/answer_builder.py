@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from insight_mcp.agents.core.jsontext import dumps
 from insight_mcp.agents.core.timestamps import rfc3339
 from insight_mcp.agents.ingestion.backend import ColumnInfo, QueryResult, json_value
 from insight_mcp.agents.untrusted import UNCLEAN_RE2, clean_text
@@ -48,7 +48,8 @@ def _strings(column: pa.ChunkedArray | pa.Array) -> list[Any]:
 
 
 def _timestamps(column: pa.ChunkedArray | pa.Array) -> list[Any]:
-    """RFC 3339 in UTC with `Z`, formatted by Arrow; fractions only when present, as `rfc3339` writes them."""
+    """RFC 3339 in UTC with `Z`, as `rfc3339` writes them (fractions only when present), from Arrow's own cast to
+    text: six times quicker than its `strftime`, a third of a 1,000-row answer's building."""
     kind = column.type
     if kind.tz is not None:
         column = pc.cast(column, pa.timestamp(kind.unit))  # Arrow keeps instants in UTC: drop the zone name
@@ -59,9 +60,8 @@ def _timestamps(column: pa.ChunkedArray | pa.Array) -> list[Any]:
             column = pc.cast(column, pa.timestamp("us"), safe=kind.unit == "s" or kind.unit == "ms")
         except pa.ArrowInvalid:
             return [v if v is None else rfc3339(v) for v in column.to_pylist()]
-    text = pc.strftime(column, format="%Y-%m-%dT%H:%M:%S")  # seconds with six decimals, at this unit
-    text = pc.replace_substring_regex(text, pattern=r"\.000000$", replacement="")
-    return pc.binary_join_element_wise(text, "Z", "").to_pylist()
+    return [v if v is None else (v[:-7] if v.endswith(".000000") else v).replace(" ", "T", 1) + "Z"
+            for v in pc.cast(column, pa.string()).to_pylist()]  # "YYYY-MM-DD HH:MM:SS.ffffff" at this unit
 
 
 def _column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
@@ -82,11 +82,11 @@ def _column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
 
 def _within_chars(rows: list[list[Any]], max_chars: int) -> int:
     """How many leading rows fit in max_chars of JSON: one C-speed dump when they all fit, else row by row."""
-    if len(json.dumps(rows, default=str, ensure_ascii=False)) <= max_chars:
+    if len(dumps(rows)) <= max_chars:
         return len(rows)
     used = 0
     for index, row in enumerate(rows):
-        used += len(json.dumps(row, default=str, ensure_ascii=False))
+        used += len(dumps(row))
         if used > max_chars and index:
             return index
     return len(rows)
@@ -100,8 +100,9 @@ def _finish(columns: list[ColumnInfo], rows: list[list[Any]], more: bool, max_ro
     kept = _within_chars(rows, max_chars)
     if kept < len(rows):
         rows, truncated, reason = rows[:kept], True, char_cap_reason(max_chars, kept)
-    return QueryResult(columns=columns, rows=rows, row_count=len(rows), truncated=truncated,
-                       truncation_reason=reason, elapsed_ms=round(elapsed_ms, 3))
+    # Built here from values made JSON-safe above: validating every cell again cost more than the whole model.
+    return QueryResult.model_construct(columns=columns, rows=rows, row_count=len(rows), truncated=truncated,
+                                       truncation_reason=reason, elapsed_ms=round(elapsed_ms, 3))
 
 
 def answer_from_arrow(columns: list[ColumnInfo], table: pa.Table, *, more: bool, max_rows: int, max_chars: int,
