@@ -176,17 +176,17 @@ def _record(i: int, error: str | None = None) -> dict[str, Any]:
 
 
 def test_a_batch_written_again_after_a_failure_leaves_each_trace_once_and_whole(tmp_path: Path) -> None:
-    """The writer keeps a batch's traces when the store fails part-way and writes the same ones again: a trace whose
-    info was stored before the failure is completed, not duplicated; each keeps what MLflow's exporter would give."""
+    """The writer keeps a batch's spans when the store fails and writes the same ones again: a trace stored before
+    the failure is replaced, not duplicated; each trace has its name, tags, state, times, span and previews."""
     from insight_mcp.agents.core.trace_writer import Writer
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     writer = Writer(uri, "batches", tmp_path / "artifacts")
     writer.connect()
     records = [_record(i, error="refused: DROP is not allowed" if i == 3 else None) for i in range(5)]
-    built: list[Any] = []
-    writer.write(records, built)
-    writer.write(records, built)  # as after an outage between the infos and the spans
+    spans: list[Any] = []
+    writer.write(records, spans)
+    writer.write(records, spans)  # as after an outage in which the first write did land
     traces = experiment_traces(uri, "batches")
     assert sorted(t.info.tags["insight.call_id"] for t in traces) == [f"{i:016x}" for i in range(5)]
     client = open_client(uri)
@@ -198,8 +198,8 @@ def test_a_batch_written_again_after_a_failure_leaves_each_trace_once_and_whole(
         assert trace.info.tags["mlflow.traceName"] == "run_query"
         assert trace.info.execution_duration == 3
         assert trace.info.request_preview == json.dumps({"sql": f"SELECT {i}"})
-        assert trace.info.trace_metadata["mlflow.trace_schema.version"] == "3"
-        assert "mlflow.trace.sizeBytes" in trace.info.trace_metadata
+        assert trace.info.response_preview == json.dumps({"rows": [[i]], "row_count": 1})
+        assert trace.info.request_time == records[i]["start_ns"] // 1_000_000
         assert str(trace.info.state).endswith("ERROR" if i == 3 else "OK")
     failed = client.get_trace(next(t.info.trace_id for t in traces if t.info.tags["insight.status"] == "error"))
     assert failed.data.spans[0].attributes["error"] == "refused: DROP is not allowed"

@@ -6,11 +6,15 @@ competes with the server's event loop for the interpreter lock. Protocol, one JS
 - in:  `{"record": {...SpanRecord fields...}}`, `{"flush": N}`
 - out: `{"status": "ready"}` or `{"status": "unavailable: why"}`, `{"written": total}`, `{"flushed": N}`
 
-Records that arrive together are written together: each trace's info first (`start_trace`), then the spans of the
-whole batch in one `log_spans` transaction. MLflow's own exporter logs a trace's spans before its info, so every
-`start_trace` took the store's conflict-and-merge path, and wrote one trace at a time: about 45 ms of CPU a trace,
-a full core at 22 calls a second. If the store cannot be reached the writer keeps the batch, says why and tries it
-again with backoff (the same trace ids, so a batch half-written before an outage is completed, not duplicated).
+Records that arrive together are written together, as MLflow stores traces sent to it over OpenTelemetry (its
+`/v1/traces` endpoint): one `log_spans` call for the whole batch, each record the root span of its own trace, the
+trace's name and tags carried as `mlflow.traceTag.*` attributes. The store derives each trace's state, times and
+previews from its root span. Through MLflow's own exporter every trace cost a `log_spans`, then a `start_trace` that
+took the store's conflict-and-merge path, one trace at a time: about 45 ms of CPU a trace, a full core at 22 calls a
+second; a batch costs about 7 ms a trace. If the store cannot be reached the writer keeps the batch, says why and
+tries it again with backoff: the same spans and trace ids, which the store replaces rather than adds.
+
+On Databricks, and on a store that keeps no spans, MLflow's exporter writes them, one at a time.
 
     python -m insight_mcp.agents.core.trace_writer TRACKING_URI EXPERIMENT ARTIFACT_DIR [RETRY_SECONDS]
 """
@@ -61,48 +65,42 @@ class Writer:
         self.mlflow: Any = None
         self.client: Any = None
         self.experiment_id: str | None = None
-        self.metadata: dict[str, str] = {}
-        self.spans_in_store = True  # False once the store says it cannot hold spans: they go to artifacts
+        self.spans_in_store = True  # False once the store says it cannot hold spans
         self.written = 0
 
     def connect(self) -> None:
         import mlflow
         from mlflow.tracing.client import TracingClient
-        from mlflow.tracing.constant import TRACE_SCHEMA_VERSION, TRACE_SCHEMA_VERSION_KEY
-        from mlflow.tracing.utils.environment import resolve_env_metadata
         from mlflow.utils.uri import is_databricks_uri
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # MLflow sets its own level when imported
         mlflow.set_tracking_uri(self.tracking_uri)
         self.experiment_id = experiment_id(open_client(self.tracking_uri), self.experiment, self.artifacts)
-        # What MLflow's span processor puts on every trace: where it came from, and the schema version.
-        self.metadata = {**resolve_env_metadata(), TRACE_SCHEMA_VERSION_KEY: str(TRACE_SCHEMA_VERSION)}
         # Databricks keeps spans in Unity Catalog tables, not in the tracking store: MLflow's exporter knows that way.
         self.client = None if is_databricks_uri(self.tracking_uri) else TracingClient(self.tracking_uri)
         self.mlflow = mlflow
         say({"status": "ready"})
 
-    def build(self, record: dict[str, Any]) -> Any:
-        """One record as an MLflow trace of one span, with what MLflow's own exporter would give it."""
-        from mlflow.entities import Span, Trace, TraceData, TraceInfo, TraceLocation, TraceState
-        from mlflow.tracing.constant import TraceMetadataKey, TraceTagKey
-        from mlflow.tracing.utils import add_size_stats_to_trace_metadata, dump_span_attribute_value
-        from mlflow.tracing.utils.truncation import set_request_response_preview
+    def span(self, record: dict[str, Any]) -> Any:
+        """One record as the root span of a trace of its own, carrying the trace's name and tags as attributes."""
+        from mlflow.entities import Span
+        from mlflow.tracing.constant import SpanAttributeKey, TraceTagKey
+        from mlflow.tracing.utils import dump_span_attribute_value
 
-        assert self.experiment_id is not None
         otel_trace_id, otel_span_id = secrets.token_bytes(16), secrets.token_bytes(8)
-        trace_id = "tr-" + otel_trace_id.hex()
         error = record.get("error")
         attributes = {
-            "mlflow.traceRequestId": dump_span_attribute_value(trace_id),
-            "mlflow.experimentId": dump_span_attribute_value(self.experiment_id),
-            "mlflow.spanType": dump_span_attribute_value(record["span_type"]),
-            "mlflow.spanInputs": dump_span_attribute_value(record["inputs"]),
-            "mlflow.spanOutputs": dump_span_attribute_value(record["outputs"]),
+            SpanAttributeKey.REQUEST_ID: dump_span_attribute_value("tr-" + otel_trace_id.hex()),
+            SpanAttributeKey.EXPERIMENT_ID: dump_span_attribute_value(self.experiment_id),
+            SpanAttributeKey.SPAN_TYPE: dump_span_attribute_value(record["span_type"]),
+            SpanAttributeKey.INPUTS: dump_span_attribute_value(record["inputs"]),
+            SpanAttributeKey.OUTPUTS: dump_span_attribute_value(record["outputs"]),
         }
         if error is not None:
             attributes["error"] = dump_span_attribute_value(error)
-        span = Span.from_dict({
+        for key, value in {TraceTagKey.TRACE_NAME: record["name"], **record["tags"]}.items():
+            attributes[SpanAttributeKey.TRACE_TAG_PREFIX + key] = dump_span_attribute_value(str(value))
+        return Span.from_dict({
             "trace_id": base64.b64encode(otel_trace_id).decode(),
             "span_id": base64.b64encode(otel_span_id).decode(),
             "parent_span_id": None,
@@ -114,47 +112,24 @@ class Writer:
             "attributes": attributes,
             "events": [],
         })
-        info = TraceInfo(
-            trace_id=trace_id,
-            trace_location=TraceLocation.from_experiment_id(self.experiment_id),
-            request_time=record["start_ns"] // 1_000_000,
-            execution_duration=(record["end_ns"] - record["start_ns"]) // 1_000_000,
-            state=TraceState.ERROR if error is not None else TraceState.OK,
-            trace_metadata={**self.metadata,
-                            TraceMetadataKey.INPUTS: _metadata_preview(attributes["mlflow.spanInputs"]),
-                            TraceMetadataKey.OUTPUTS: _metadata_preview(attributes["mlflow.spanOutputs"])},
-            tags={TraceTagKey.TRACE_NAME: record["name"], **record["tags"]},
-        )
-        trace = Trace(info=info, data=TraceData(spans=[span]))
-        set_request_response_preview(info, trace.data)
-        add_size_stats_to_trace_metadata(trace)
-        return trace
 
-    def write(self, records: list[dict[str, Any]], built: list[Any]) -> None:
-        """Write one batch; `built` holds its traces once made, so that a retry writes the same trace ids."""
+    def write(self, records: list[dict[str, Any]], spans: list[Any]) -> None:
+        """Write one batch; `spans` holds its spans once made, so that a retry writes the same trace ids again (the
+        store then replaces them rather than adding traces)."""
         if self.mlflow is None:
             self.connect()
-        if self.client is None:
-            for record in records[len(built):]:
-                self._write_with_exporter(record)
-                built.append(None)
-        else:
-            if not built:
-                built.extend(self.build(record) for record in records)
-            for trace in built:
-                self.client.start_trace(trace.info)
-            self._log_spans(built)
-        self.written += len(records)
-
-    def _log_spans(self, traces: list[Any]) -> None:
-        if self.spans_in_store:
+        if self.client is not None and self.spans_in_store:
+            if not spans:
+                spans.extend(self.span(record) for record in records)
             try:
-                self.client.log_spans(self.experiment_id, [span for trace in traces for span in trace.data.spans])
+                self.client.log_spans(self.experiment_id, spans)
+                self.written += len(records)
                 return
-            except NotImplementedError:  # a store that keeps no spans: the trace's artifacts hold them
+            except NotImplementedError:  # a store that keeps no spans: MLflow's exporter puts them in artifacts
                 self.spans_in_store = False
-        for trace in traces:
-            self.client._upload_trace_data(trace.info, trace.data)
+        for record in records:
+            self._write_with_exporter(record)
+        self.written += len(records)
 
     def _write_with_exporter(self, record: dict[str, Any]) -> None:
         span = self.mlflow.start_span_no_context(
@@ -169,15 +144,6 @@ class Writer:
     def flush(self) -> None:
         if self.mlflow is not None and self.client is None:
             self.mlflow.flush_trace_async_logging()
-
-
-def _metadata_preview(value: str) -> str:
-    """Trace metadata keeps inputs and outputs cut as MLflow's span processor cuts them."""
-    from mlflow.tracing.constant import MAX_CHARS_IN_TRACE_INFO_METADATA, TRUNCATION_SUFFIX
-
-    if len(value) <= MAX_CHARS_IN_TRACE_INFO_METADATA:
-        return value
-    return value[:MAX_CHARS_IN_TRACE_INFO_METADATA - len(TRUNCATION_SUFFIX)] + TRUNCATION_SUFFIX
 
 
 def read_messages(stream: Any, inbox: queue.Queue[dict[str, Any] | None]) -> None:
@@ -227,10 +193,10 @@ def serve(writer: Writer, retry_seconds: float, stream: Any = None) -> None:
     ended = False
     while not ended:
         records, flush, ended = next_batch(inbox)
-        built: list[Any] = []
+        spans: list[Any] = []
         while records:
             try:
-                writer.write(records, built)
+                writer.write(records, spans)
                 if unavailable:
                     say({"status": "ready"})
                 unavailable, delay = False, retry_seconds
