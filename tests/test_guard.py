@@ -940,3 +940,13 @@ async def test_run_query_strips_hidden_characters_and_fences_the_text(settings: 
         assert answer.text.count(fenced.group(1)) == 4  # named twice in the warning, then open and close
         assert json.loads(fenced.group(2))["rows"] == [["e-0005", user_agent]]
     assert boundaries[0] != boundaries[1]
+
+
+def test_round_of_a_double_is_half_up_as_on_databricks() -> None:
+    """Databricks rounds a DOUBLE half up on its decimal value: round(20637.35, 1) is 20637.4. DuckDB 2.0.1 rounds the
+    binary value (20637.3), which made the network tools answer differently from Spark; the pin keeps 2.0.0."""
+    from insight_mcp.agents.sql.dialect import to_duckdb
+
+    sql = to_duckdb("SELECT round(CAST(20637.35 AS DOUBLE), 1) AS a, round(CAST(0.125 AS DOUBLE), 2) AS b, "
+                    "round(CAST(-2.5 AS DOUBLE)) AS c")
+    assert duckdb.connect().execute(sql).fetchall() == [(20637.4, 0.13, -3.0)], f"DuckDB {duckdb.__version__}"
