@@ -1,4 +1,5 @@
-"""End to end against a real `mlflow server` on localhost: `insight-mcp analyze` records its run, reports and trace."""
+"""End to end against a real `mlflow server` on localhost: `insight-mcp analyze` records its run, reports and trace;
+tool-call traces reach it through the trace writer."""
 
 from __future__ import annotations
 
@@ -82,3 +83,29 @@ def test_analyze_records_its_run_reports_and_trace_on_a_tracking_server(mlflow_s
     assert trace.info.request_metadata["mlflow.sourceRun"] == run.info.run_id
     assert {"agent.security", "agent.network"} <= {span.name for span in trace.data.spans}
     assert not (Path.cwd() / "mlruns").exists()
+
+
+def test_tool_call_traces_reach_a_tracking_server_in_batches(mlflow_server: str, tmp_path: Path) -> None:
+    """The trace writer sends a batch of calls over HTTP (MLflow's span endpoint): each is a whole trace there, with
+    its tags, its state, its span's inputs and the refusal's reason."""
+    from insight_mcp.agents.core.mlflow_store import open_client
+    from insight_mcp.agents.core.tracing import SpanRecord, TraceRecorder, experiment_traces
+
+    recorder = TraceRecorder(mlflow_server, "tool-calls", tmp_path / "artifacts")
+    recorder.start()
+    for i in range(40):
+        now = time.time_ns()
+        recorder.record(SpanRecord(
+            name="run_query", span_type="TOOL", inputs={"sql": f"SELECT {i}"}, outputs={"rows": [[i]]},
+            start_ns=now, end_ns=now + 2_000_000, error="refused: not a SELECT" if i == 7 else None,
+            tags={"insight.tool": "run_query", "insight.call_id": f"{i:016x}",
+                  "insight.status": "error" if i == 7 else "ok"}))
+    assert recorder.flush(timeout=120), recorder.status
+    recorder.close()
+    traces = experiment_traces(mlflow_server, "tool-calls")
+    assert sorted(t.info.tags["insight.call_id"] for t in traces) == [f"{i:016x}" for i in range(40)]
+    refused = next(t for t in traces if t.info.tags["insight.status"] == "error")
+    assert str(refused.info.state).endswith("ERROR")
+    full = open_client(mlflow_server).get_trace(refused.info.trace_id)
+    (span,) = full.data.spans
+    assert span.inputs == {"sql": "SELECT 7"} and span.attributes["error"] == "refused: not a SELECT"
