@@ -16,5 +16,5 @@ def dumps(value: Any) -> str:
     `json` for what orjson refuses (integers past 64 bits, such as a HUGEINT sum)."""
     try:
         return orjson.dumps(value, default=str, option=_OPTIONS).decode()
-    except (orjson.JSONEncodeError, TypeError):
+    except orjson.JSONEncodeError:  # a TypeError: also what orjson says of a type it cannot write
         return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))

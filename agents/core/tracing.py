@@ -157,12 +157,7 @@ class TraceRecorder:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            lines = []
-            for item in items:
-                if isinstance(item, int):
-                    lines.append(json.dumps({"flush": item}))
-                else:
-                    lines.append(dumps({"record": _jsonable(item)}))
+            lines = [dumps({"flush": item} if isinstance(item, int) else {"record": _jsonable(item)}) for item in items]
             try:
                 if self._proc is None or self._proc.poll() is not None:
                     self._proc = self._spawn()
