@@ -12,7 +12,7 @@ from pydantic import Field
 from insight_mcp.agents.ingestion import explore
 from insight_mcp.agents.ingestion.answers import QueryAnswer, TableList
 from insight_mcp.agents.ingestion.backend import Statement, SystemTables
-from insight_mcp.agents.ingestion.catalog import TABLES
+from insight_mcp.agents.ingestion.catalog import TABLES, column_types
 from insight_mcp.agents.ingestion.engines import build_backend
 from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.sql.dialect import databricks_type
@@ -119,7 +119,7 @@ def build_system_tables_server(settings: Settings, backend: SystemTables | None 
         client runs a few queries at a time. Column types are Databricks type names.
         """
         guardedq = guard_query(sql, allowed_tables=TABLES.keys(), limit=limit, row_cap=limits.row_cap,
-                               max_generator_rows=limits.max_generator_rows)
+                               max_generator_rows=limits.max_generator_rows, types=column_types())
         async with slots.hold(caller_of(ctx)):
             result = await engine.execute(
                 Statement(databricks_sql=guardedq.databricks_sql, duckdb_sql=guardedq.duckdb_sql),

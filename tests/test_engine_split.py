@@ -63,6 +63,12 @@ def test_the_portable_statements_find_what_the_embedded_runner_finds(demo_worksp
         assert {s.rule_id: s.rows for s in one.stats} == {s.rule_id: s.rows for s in two.stats}
         assert len(one.findings) > 20
         assert _shape(one.findings) == _shape(two.findings)
+        # Every round in a rule, over the tables, the rollups or the slice, is a DOUBLE rounded as Databricks does.
+        for compiled in (fast.runner.sql, fast.runner.sliced_sql):
+            rounding = {rule: sql for rule, sql in compiled.items() if "ROUND(" in sql.upper()}
+            assert {rule: sql.count("TRY_CAST(CAST(") for rule, sql in rounding.items()} == {
+                rule: sql.upper().count("ROUND(") for rule, sql in rounding.items()}
+        assert len({r for r, sql in fast.runner.sql.items() if "TRY_CAST(CAST(" in sql}) >= 13
     finally:
         anyio.run(embedded.close)
         anyio.run(portable.close)

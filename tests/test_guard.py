@@ -13,6 +13,7 @@ import re
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -942,11 +943,61 @@ async def test_run_query_strips_hidden_characters_and_fences_the_text(settings: 
     assert boundaries[0] != boundaries[1]
 
 
-def test_round_of_a_double_is_half_up_as_on_databricks() -> None:
-    """Databricks rounds a DOUBLE half up on its decimal value: round(20637.35, 1) is 20637.4. DuckDB 2.0.1 rounds the
-    binary value (20637.3), which made the network tools answer differently from Spark; the pin keeps 2.0.0."""
-    from insight_mcp.agents.sql.dialect import to_duckdb
+def _typed_duckdb(sql: str) -> str:
+    from insight_mcp.agents.ingestion.catalog import column_types
 
-    sql = to_duckdb("SELECT round(CAST(20637.35 AS DOUBLE), 1) AS a, round(CAST(0.125 AS DOUBLE), 2) AS b, "
-                    "round(CAST(-2.5 AS DOUBLE)) AS c")
-    assert duckdb.connect().execute(sql).fetchall() == [(20637.4, 0.13, -3.0)], f"DuckDB {duckdb.__version__}"
+    return guard_query(sql, allowed_tables=TABLES.keys(), limit=100, row_cap=100, types=column_types()).duckdb_sql
+
+
+def test_round_of_a_double_is_half_up_on_its_decimal_text_as_on_databricks() -> None:
+    """Spark rounds Double.toString(x) half up: round(20637.35, 1) is 20637.4 and round(2.675, 2) is 2.68. DuckDB 2.0.1
+    rounds the binary value (20637.3, 2.67), and 2.0.0 multiplied first (1.005 gave 1.0): the dialect rewrites the
+    round of a DOUBLE so that the network tools and the rules answer as on Databricks, on any DuckDB."""
+    sql = _typed_duckdb(
+        "SELECT round(CAST(20637.35 AS DOUBLE), 1) AS a, round(CAST(0.125 AS DOUBLE), 2) AS b, "
+        "round(CAST(-2.5 AS DOUBLE)) AS c, round(CAST(2.675 AS DOUBLE), 2) AS d, round(CAST(1.005 AS DOUBLE), 2) AS e, "
+        "round(CAST(-0.285 AS DOUBLE), 2) AS f, round(CAST(0.1 AS FLOAT) + CAST(0.2 AS FLOAT), 1) AS g")
+    assert "TRY_CAST" in sql, sql
+    got = duckdb.connect().execute(sql).fetchall()[0]
+    assert got[:6] == (20637.4, 0.13, -3.0, 2.68, 1.01, -0.29), f"DuckDB {duckdb.__version__}: {sql}"
+    assert got[6] == pytest.approx(0.3, abs=1e-6)
+
+
+def test_the_rewritten_round_keeps_values_it_cannot_write_as_decimals_and_the_types_of_the_rest() -> None:
+    cursor = duckdb.connect()
+    sql = _typed_duckdb(
+        "SELECT round(x, 2) AS r FROM VALUES (CAST('NaN' AS DOUBLE)), (CAST('Infinity' AS DOUBLE)), "
+        "(CAST('-Infinity' AS DOUBLE)), (1e300), (CAST(NULL AS DOUBLE)), (123456789012345678.0D) AS t(x)")
+    rows = [r for (r,) in cursor.execute(sql).fetchall()]
+    assert rows[0] != rows[0] and rows[1:4] == [float("inf"), float("-inf"), 1e300], sql
+    assert rows[4] is None and rows[5] == 123456789012345678.0
+    # An integer keeps DuckDB's round and its type; a DECIMAL keeps its exact value.
+    ints = _typed_duckdb("SELECT round(CAST(15 AS INT), 1) AS i, round(CAST(2.675 AS DECIMAL(10,3)), 2) AS d, "
+                         "round(CAST(12.5 AS DECIMAL(10,1)) / 2, 1) AS m")
+    assert ints.count("TRY_CAST") == 2, ints
+    kinds = cursor.execute(f"DESCRIBE {ints}").fetchall()
+    assert kinds[0][1] == "INTEGER" and kinds[1][1].startswith("DECIMAL(")
+    assert cursor.execute(ints).fetchall() == [(15, Decimal("2.68"), 6.3)]  # 6.25 is a DOUBLE in DuckDB: half up
+
+
+def test_rounds_over_table_columns_and_aggregates_are_typed_from_the_catalog() -> None:
+    sql = _typed_duckdb("SELECT round(avg(response.status_code), 1) AS a, round(count(*), 1) AS n, "
+                        "round(max(event_time), 1) AS t FROM system.access.audit")
+    assert sql.count("TRY_CAST") == 1, sql  # only the average: a count is an integer, a timestamp no number
+
+
+def test_deeply_nested_rounds_do_not_grow_the_statement_exponentially() -> None:
+    expression = "CAST(2.675 AS DOUBLE)"
+    for digits in range(12, 0, -1):
+        expression = f"round({expression}, {digits})"
+    sql = _typed_duckdb(f"SELECT {expression} AS v")
+    assert sql.count("TRY_CAST") <= 7 and len(sql) < 4000, len(sql)
+    assert duckdb.connect().execute(sql).fetchall() == [(2.7,)]
+
+def test_a_query_nested_past_what_the_parser_can_check_is_refused_with_a_reason() -> None:
+    expression = "1"
+    for _ in range(300):
+        expression = f"abs({expression})"
+    with pytest.raises(QueryRefused) as refused:
+        _guard(f"SELECT {expression} AS v FROM system.access.audit")
+    assert refused.value.rule == "parse" and "too deeply" in refused.value.detail

@@ -20,6 +20,7 @@ import yaml
 from sqlglot import exp
 from typer.testing import CliRunner
 
+from insight_mcp.agents.ingestion.catalog import column_types
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
 from insight_mcp.agents.security.case_workspace import build_workspace
 from insight_mcp.agents.security.compiler import RUNTIME_PARAMS, rename_tables
@@ -28,7 +29,7 @@ from insight_mcp.agents.security.export import ExportError, export_rules, portab
 from insight_mcp.agents.security.rule_cases import cases_by_rule
 from insight_mcp.agents.security.rules import builtin_rule_dirs, configured_rules
 from insight_mcp.agents.settings import DetectionSettings, Settings, load_settings
-from insight_mcp.agents.sql.dialect import compat_transforms
+from insight_mcp.agents.sql.dialect import ColumnTypes, compat_transforms
 from insight_mcp.agents.version import VERSION
 from insight_mcp.clients.cli import app
 from insight_mcp.clients.client import connect_in_process
@@ -221,7 +222,9 @@ def _run_exported(workspace: Path, sql: str, since: dt.datetime, until: dt.datet
                   baseline_days: int) -> list[dict[str, Any]]:
     """Run exported Databricks SQL on DuckDB as the engine would: catalog `system` -> the attached workspace."""
     tree = sqlglot.parse_one(sql, read="databricks")
-    duck = compat_transforms(rename_tables(tree, lambda s, t: exp.table_(t, db=s, catalog=WS))).sql("duckdb")
+    types = ColumnTypes(tables=tuple(((WS, db, table), columns) for (_, db, table), columns in column_types().tables),
+                        default_catalog=WS)
+    duck = compat_transforms(rename_tables(tree, lambda s, t: exp.table_(t, db=s, catalog=WS)), types).sql("duckdb")
     params = {"since": since, "until": until, "baseline_start": baseline_start(since, baseline_days)}
     conn = duckdb.connect(":memory:")
     try:

@@ -25,6 +25,7 @@ from sqlglot import exp
 from warehouse_emulator import WarehouseEmulator
 
 from insight_mcp.agents.ingestion.backend import BackendError, QueryTimeout, Statement, TransientBackendError
+from insight_mcp.agents.ingestion.catalog import column_types
 from insight_mcp.agents.ingestion.duckdb_backend import open_readonly
 from insight_mcp.agents.ingestion.warehouse_backend import WarehouseSystemTables, WarehouseUnavailable
 from insight_mcp.agents.settings import DatabricksSettings
@@ -44,7 +45,7 @@ def duckdb_executor(path: Path) -> Any:
         with lock:
             cursor = conn.cursor()
         try:
-            return cursor.sql(to_duckdb(sql), params=params or None).to_arrow_table()
+            return cursor.sql(to_duckdb(sql, column_types()), params=params or None).to_arrow_table()
         except duckdb.CatalogException:  # in the words a warehouse uses
             tables = [t.sql("databricks") for t in sqlglot.parse_one(sql, read="databricks").find_all(exp.Table)]
             raise RuntimeError(f"[TABLE_OR_VIEW_NOT_FOUND] The table or view {tables[-1]} cannot be found. Verify "

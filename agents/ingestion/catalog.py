@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from functools import cached_property
 
 import sqlglot
 from pydantic import BaseModel, ConfigDict
 from sqlglot import exp
+
+from insight_mcp.agents.sql.dialect import ColumnTypes, local_table_name
 
 
 class Column(BaseModel):
@@ -438,6 +441,19 @@ def get_table(name: str) -> TableSpec:
     except KeyError:
         known = ", ".join(sorted(TABLES))
         raise KeyError(f"unknown table {name!r}; known tables: {known}") from None
+
+
+WORKSPACE_CATALOG = "workspace"  # what the type lookups call the workspace's own catalog
+
+
+@functools.lru_cache(maxsize=1)
+def column_types() -> ColumnTypes:
+    """The system tables' DuckDB column types under their workspace names, for the dialect's typed transforms."""
+    return ColumnTypes(
+        tables=tuple(((WORKSPACE_CATALOG, *local_table_name(spec.schema_name, spec.table_name)),
+                      tuple((c.name, c.duckdb_type) for c in spec.columns)) for spec in TABLES.values()),
+        default_catalog=WORKSPACE_CATALOG,
+    )
 
 
 def _check_types() -> None:

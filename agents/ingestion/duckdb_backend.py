@@ -30,7 +30,7 @@ from insight_mcp.agents.ingestion.backend import (
     TableStats,
     TransientBackendError,
 )
-from insight_mcp.agents.ingestion.catalog import get_table
+from insight_mcp.agents.ingestion.catalog import column_types, get_table
 from insight_mcp.agents.sql.dialect import databricks_type, to_duckdb
 
 # The engine layer of run_query's safety: no files, no URLs, no extensions, and settings nobody can change.
@@ -182,7 +182,7 @@ class DuckDBSystemTables:
         self, statement: Statement, *, max_rows: int, max_chars: int, timeout_seconds: float
     ) -> QueryResult:
         """Run on the backend's own threads; a loop timer interrupts the cursor at the deadline or on cancellation."""
-        sql = statement.duckdb_sql or to_duckdb(statement.databricks_sql)
+        sql = statement.duckdb_sql or to_duckdb(statement.databricks_sql, column_types())
         cursor = self._connection().cursor()
         loop = asyncio.get_running_loop()
         timed_out = False

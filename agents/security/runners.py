@@ -26,7 +26,7 @@ import structlog
 from sqlglot import exp
 
 from insight_mcp.agents.ingestion.backend import BackendError, Statement, SystemTables
-from insight_mcp.agents.ingestion.catalog import TABLES, get_table
+from insight_mcp.agents.ingestion.catalog import TABLES, column_types, get_table
 from insight_mcp.agents.ingestion.duckdb_backend import SCRATCH, DuckDBSystemTables
 from insight_mcp.agents.security.action_slice import point_at_slice, slice_actions, slice_table
 from insight_mcp.agents.security.compiler import (
@@ -42,7 +42,7 @@ from insight_mcp.agents.security.compiler import (
 from insight_mcp.agents.security.pipeline import RuleResult, RuleStat
 from insight_mcp.agents.security.ruleset import RuleSet
 from insight_mcp.agents.settings import DetectionSettings
-from insight_mcp.agents.sql.dialect import compat_transforms
+from insight_mcp.agents.sql.dialect import ColumnTypes, compat_transforms
 
 log = structlog.get_logger("insight_mcp.detections")
 
@@ -128,6 +128,18 @@ def _columns_read(table: str, rules: Iterable[PortableRule]) -> str:
     return ", ".join(f'"{c.name}"' for c in spec.columns if c.name in used)
 
 
+def _with_scratch(types: ColumnTypes, cursor: duckdb.DuckDBPyConnection) -> ColumnTypes:
+    """The system tables' types and the scratch tables' (rollups, the slice) as the engine built them."""
+    columns: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+    for schema, table, column, kind in cursor.execute(
+        "SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns() WHERE database_name = ? "
+        "ORDER BY schema_name, table_name, column_index", [SCRATCH]
+    ).fetchall():
+        columns.setdefault((SCRATCH, schema, table), []).append((column, kind))
+    return ColumnTypes(tables=types.tables + tuple((name, tuple(cols)) for name, cols in columns.items()),
+                       default_catalog=types.default_catalog)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
@@ -168,6 +180,7 @@ class DuckDBRunner:
         self.slice_actions: dict[str, frozenset[str]] = {}
         self._rollup_sql: dict[str, str] = {}
         self._slice_columns = "*"
+        self._types = column_types()  # the system tables', and once prepared the scratch tables' too
         self.transformations = [
             Transformation("shared_rollups", "read each rollup from the table built once for this run",
                            lambda tree, rule: point_at_rollups(rule.own, rule.rollups)
@@ -177,7 +190,7 @@ class DuckDBRunner:
             Transformation("tables", "system.<schema>.<table> is the workspace's <schema>.<table>",
                            lambda tree, rule: rename_tables(tree, lambda schema, table: exp.table_(table, db=schema))),
             Transformation("compatibility", "make DuckDB answer as Spark does where sqlglot's output differs",
-                           lambda tree, rule: compat_transforms(tree)),
+                           lambda tree, rule: compat_transforms(tree, self._types)),
             Transformation("sargable", "filter on plain columns before building concatenated strings",
                            lambda tree, rule: sargable_pairs(tree)),
         ]
@@ -234,6 +247,7 @@ class DuckDBRunner:
             self._fill_slice(cursor, {}, None)  # empty, so that the sliced rules plan
         else:
             actions = {}
+        self._types = _with_scratch(column_types(), cursor)
         digest = (hash(frozenset(functions)), tuple(sorted(self._rollup_sql.items())), self._slice_columns)
         for rule_id, portable in ruleset.rules.items():
             missing = sorted(set(portable.tables) - present)

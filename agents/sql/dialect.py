@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.schema import MappingSchema
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
@@ -18,9 +20,86 @@ def local_table_name(schema_name: str, table_name: str) -> tuple[str, str]:
     return schema_name.lower(), table_name.lower()
 
 
-def compat_transforms(tree: exp.Expression) -> exp.Expression:
-    """Make DuckDB answer the way Spark does where sqlglot's translation differs."""
-    tree = tree.copy()
+@dataclass(frozen=True)
+class ColumnTypes:
+    """Every table's column types as the engine holds them: what the type-dependent transforms look up."""
+
+    tables: tuple[tuple[tuple[str, str, str], tuple[tuple[str, str], ...]], ...]  # ((catalog, db, table), columns)
+    default_catalog: str  # the catalog of a table named `<db>.<table>`
+
+
+@functools.lru_cache(maxsize=8)
+def _mapping(types: ColumnTypes) -> MappingSchema:
+    nested: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
+    for (catalog, db, table), columns in types.tables:
+        nested.setdefault(catalog, {}).setdefault(db, {})[table] = dict(columns)
+    return MappingSchema(nested, dialect="duckdb", normalize=False)
+
+
+# A round over these keeps its value and becomes Spark's where DuckDB's differs. sqlglot mistypes some mixed decimal
+# arithmetic (`d / 2` is a DOUBLE in DuckDB), so DECIMAL counts too: the rewrite returns a DECIMAL's value unchanged.
+_FLOATING = {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT}
+_NON_INTEGER = _FLOATING | {exp.DataType.Type.DECIMAL, exp.DataType.Type.BIGDECIMAL}
+_ROUND_MARK = "insight_round"
+_REWRITTEN = "insight_half_up"
+_MAX_NESTED = 3  # the rewrite names its argument twice: rounds nested deeper keep DuckDB's round, not 2^depth copies
+# Spark rounds the decimal text of a DOUBLE (Double.toString) half up. DuckDB writes the shortest text, at most 17
+# significant digits; 21 decimals hold it exactly down to 1e-4 and leave 17 integer digits. Where the text does not
+# fit, a DOUBLE is NaN, infinite or 1e17 and more, a whole number: it is its own round (DuckDB's round would change
+# it). A DECIMAL that does not fit gets DuckDB's round, which is exact on decimals.
+_EXACT = "DECIMAL(38, 21)"
+
+
+def _positive_digits(node: exp.Round) -> bool:
+    digits = node.args.get("decimals")
+    return isinstance(digits, exp.Literal) and digits.is_int and int(digits.name) > 0
+
+
+def _typed_rounds(tree: exp.Expression, types: ColumnTypes) -> dict[int, bool]:
+    """For each round whose argument sqlglot types as a non-integer number, whether it is a floating-point one."""
+    from sqlglot.optimizer.annotate_types import annotate_types
+    from sqlglot.optimizer.qualify import qualify
+
+    schema = _mapping(types)
+    try:
+        qualified = qualify(tree.copy(), schema=schema, catalog=types.default_catalog, dialect="duckdb",
+                            validate_qualify_columns=False, quote_identifiers=False, identify=False)
+        typed = annotate_types(qualified, schema=schema, dialect="duckdb")
+    except Exception:  # sqlglot's optimizer raises many kinds; untyped, DuckDB's round stands
+        return {}
+    return {node.meta[_ROUND_MARK]: node.this.type.this in _FLOATING for node in typed.find_all(exp.Round)
+            if _ROUND_MARK in node.meta and node.this.type is not None and node.this.type.this in _NON_INTEGER}
+
+
+def half_up_rounds(tree: exp.Expression, types: ColumnTypes | None) -> exp.Expression:
+    """Round a DOUBLE as Spark does, half up on its decimal text: DuckDB 2.0.1 rounds the binary value instead.
+
+    `round(CAST(20637.35 AS DOUBLE), 1)` is 20637.4 on Databricks and 20637.3 on DuckDB's own round. Only a round
+    with positive literal digits over a non-integer number changes; an integer, or a type sqlglot cannot resolve,
+    keeps DuckDB's round. The result type is the engine's (a DECIMAL's precision may widen). Changes the tree in place.
+    """
+    rounds = [node for node in tree.find_all(exp.Round) if _positive_digits(node)]
+    if not rounds or types is None:
+        return tree
+    for index, node in enumerate(rounds):
+        node.meta[_ROUND_MARK] = index
+    floating = _typed_rounds(tree, types)
+    for index, node in reversed(list(enumerate(rounds))):  # inner rounds first: an outer one copies its argument
+        node.meta.pop(_ROUND_MARK, None)
+        nested = sum(1 for inner in node.this.find_all(exp.Coalesce) if inner.meta.get(_REWRITTEN))
+        if index in floating and nested < 2 ** (_MAX_NESTED - 1):
+            text = exp.cast(node.this.copy(), "VARCHAR")
+            exact = exp.Round(this=exp.TryCast(this=text, to=exp.DataType.build(_EXACT)),
+                              decimals=node.args["decimals"].copy())
+            rewritten = exp.Coalesce(this=exact, expressions=[node.this.copy() if floating[index] else node.copy()])
+            rewritten.meta[_REWRITTEN] = True
+            node.replace(rewritten)
+    return tree
+
+
+def compat_transforms(tree: exp.Expression, types: ColumnTypes | None = None) -> exp.Expression:
+    """Make DuckDB answer the way Spark does where sqlglot's translation differs; `types` enables the typed ones."""
+    tree = half_up_rounds(tree.copy(), types)
     for node in list(tree.find_all(exp.DayOfWeek)):  # Spark: 1 = Sunday; DuckDB: 0 = Sunday
         node.replace(exp.paren(exp.Add(this=node.copy(), expression=exp.Literal.number(1))))
     for node in list(tree.find_all(exp.TsOrDsAdd, exp.DateAdd, exp.DateSub)):  # Spark's date_add/date_sub: DATE
@@ -36,12 +115,13 @@ def compat_transforms(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-def to_duckdb(sql: str) -> str:
-    """Transpile trusted Databricks SQL (our own tools and rules) for the embedded engine."""
+@functools.lru_cache(maxsize=256)
+def to_duckdb(sql: str, types: ColumnTypes | None = None) -> str:
+    """Transpile trusted Databricks SQL (our own tools and rules) for the embedded engine, once per text."""
     from insight_mcp.agents.sql.guard import rename_catalog
 
     tree = sqlglot.parse_one(sql, read="databricks")
-    return compat_transforms(rename_catalog(tree)).sql("duckdb")
+    return compat_transforms(rename_catalog(tree), types).sql("duckdb")
 
 
 _T = exp.DataType.Type

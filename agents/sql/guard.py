@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from insight_mcp.agents.sql.dialect import CATALOG, compat_transforms, local_table_name
+from insight_mcp.agents.sql.dialect import CATALOG, ColumnTypes, compat_transforms, local_table_name
 from insight_mcp.agents.sql.generators import check_generators
 from insight_mcp.agents.sql.refused import ONLY_READS, QueryRefused
 
@@ -251,16 +251,25 @@ def check_recursion(tree: exp.Expression) -> None:
 
 
 def guard_query(
-    sql: str, *, allowed_tables: Iterable[str], limit: int, row_cap: int, max_generator_rows: int = 1_000_000
+    sql: str, *, allowed_tables: Iterable[str], limit: int, row_cap: int, max_generator_rows: int = 1_000_000,
+    types: ColumnTypes | None = None,
 ) -> GuardedQuery:
-    """Parse Databricks SQL, refuse anything but a capped read of allowlisted tables, and transpile it."""
+    """Parse Databricks SQL, refuse anything but a capped read of allowlisted tables, and transpile it.
+
+    `types` (the tables' column types) lets the DuckDB form round a DOUBLE as Databricks does.
+    """
     allowed = frozenset(t.lower() for t in allowed_tables)
-    return _guard_cached(sql, allowed, limit, row_cap, max_generator_rows).model_copy()
+    try:
+        return _guard_cached(sql, allowed, limit, row_cap, max_generator_rows, types).model_copy()
+    except RecursionError:  # sqlglot parses and walks recursively; a few dozen nested calls exhaust the stack
+        raise QueryRefused("parse", "the query nests expressions or subqueries too deeply to check; flatten it with "
+                                    "CTEs or fewer nested function calls") from None
 
 
 @functools.lru_cache(maxsize=512)
 def _guard_cached(
-    sql: str, allowed_tables: frozenset[str], limit: int, row_cap: int, max_generator_rows: int
+    sql: str, allowed_tables: frozenset[str], limit: int, row_cap: int, max_generator_rows: int,
+    types: ColumnTypes | None,
 ) -> GuardedQuery:
     """A pure function of its arguments, so agents that repeat a question skip the parse (refusals are not cached)."""
     if not sql or not sql.strip():
@@ -279,7 +288,7 @@ def _guard_cached(
     tables = check_tables(tree, allowed)
     check_generators(tree, max_rows=max_generator_rows)
     limited, wanted = _apply_limit(tree, limit, row_cap)
-    duck_tree = compat_transforms(rename_catalog(limited))
+    duck_tree = compat_transforms(rename_catalog(limited), types)
     duck_sql = duck_tree.sql("duckdb")
     # Second look at what the transpiler produced: it must still be one plain read.
     try:
