@@ -7,7 +7,8 @@ validates each structured answer against the tool's output schema as any SDK cli
 read-only connection open and its row and character caps are raised so that it returns every row, as ours does.
 
 Two workloads, the same SQL but for the table's name: 1,000 rows x 8 columns, and one row. Calls go one at a time,
-in blocks that alternate between the servers (after a short warm-up each), so that drift in the machine's load
+in blocks that alternate between the servers (each begun once both servers are idle, so that our trace writer's last
+batch does not land in the peer's block, then a short warm-up), so that drift in the machine's load
 hits both alike. Prints p50 and p90 of each and the ratios ours / peer (the goal: <= 1.0x for both), then a
 breakdown of where a 1,000-row answer's time goes: what our server reports for the statement, the client's schema
 validation and parsing of each server's answer, and our server's pieces timed in process (`--profile` adds a
@@ -164,12 +165,43 @@ def end_leftovers(tmp: Path) -> None:
                 os.kill(int(entry.name), signal.SIGTERM)
 
 
+def _cpu_seconds(tmp: Path) -> float:
+    """CPU time so far of every process of this run (both servers, our trace writer): their command lines or
+    environments name `tmp`."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if any(str(tmp).encode() in (entry / part).read_bytes() for part in ("cmdline", "environ")):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+async def settle(tmp: Path, *, idle_share: float = 0.05, window: float = 1.0, limit: float = 60.0) -> None:
+    """Wait until the servers are idle, so that one server's leftover work (our trace writer's last batch) does not
+    land in the other's block. The window is longer than the writer's wait for more records (LINGER_SECONDS)."""
+    if not Path("/proc").is_dir():
+        return
+    deadline = time.monotonic() + limit
+    before = _cpu_seconds(tmp)
+    while time.monotonic() < deadline:
+        await anyio.sleep(window)
+        now = _cpu_seconds(tmp)
+        if now - before < idle_share * window:
+            return
+        before = now
+
+
 # --- timing ---------------------------------------------------------------------------------------------------
 
 
 async def run_calls(params: dict[str, StdioServerParameters], errlog: TextIO, calls: int, rounds: int,
-                    warmup: int) -> dict[str, Any]:
-    """Connect once to each server, check their answers agree, then time both workloads in alternating blocks."""
+                    warmup: int, tmp: Path) -> dict[str, Any]:
+    """Connect once to each server, check their answers agree, then time both workloads in alternating blocks,
+    each begun once both servers are idle."""
     out: dict[str, Any] = {"lat": {}, "statement_ms": [], "answers": {}, "schemas": {}, "versions": {}}
     async with contextlib.AsyncExitStack() as stack:
         clients = {name: await stack.enter_async_context(Client(stdio_client(p, errlog=errlog)))
@@ -190,6 +222,7 @@ async def run_calls(params: dict[str, StdioServerParameters], errlog: TextIO, ca
                 order = list(clients) if round_ % 2 == 0 else list(reversed(clients))  # neither always goes first
                 for name in order:
                     client, (tool, args) = clients[name], work[name]
+                    await settle(tmp)
                     for _ in range(warmup):  # after the other server's block
                         await client.call_tool(tool, args)
                     for _ in range(per_round):
@@ -434,7 +467,7 @@ def main() -> None:
     try:
         with log_path.open("w") as errlog:
             try:
-                out = anyio.run(run_calls, params, errlog, opts.calls, opts.rounds, opts.warmup)
+                out = anyio.run(run_calls, params, errlog, opts.calls, opts.rounds, opts.warmup, tmp)
             except BaseException:
                 errlog.flush()
                 print(f"the servers' stderr, its end:\n{log_path.read_text()[-4000:]}", file=sys.stderr)

@@ -174,6 +174,12 @@ class TraceRecorder:
             # its calls, once a batch rather than once a call.
             self._stop.wait(FEED_LINGER_SECONDS)
 
+    @property
+    def writer_pid(self) -> int | None:
+        """The trace writer process, while one runs: what an operator looks for in `top`."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     # --- draining ----------------------------------------------------------------------------------------------
 
     def flush(self, timeout: float = 60.0) -> bool:
@@ -181,12 +187,7 @@ class TraceRecorder:
         self._ensure_started()
         deadline = time.monotonic() + timeout
         target = self._accepted
-        with self._changed:
-            while self._base + self._acked + self._lost < target:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(min(left, 0.5))
+        # The token follows the records through the queue and the pipe, and ends the writer's batch at once.
         token = int(time.monotonic_ns() % 1_000_000_000) or 1
         try:
             self._queue.put(token, timeout=max(deadline - time.monotonic(), 0.1))

@@ -20,9 +20,13 @@ def local_table_name(schema_name: str, table_name: str) -> tuple[str, str]:
     return schema_name.lower(), table_name.lower()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ColumnTypes:
-    """Every table's column types as the engine holds them: what the type-dependent transforms look up."""
+    """Every table's column types as the engine holds them: what the type-dependent transforms look up.
+
+    Compared and hashed by identity: the caches keyed on it (the guard's, `to_duckdb`'s) are hit on every call, and
+    the catalog's types are one object.
+    """
 
     tables: tuple[tuple[tuple[str, str, str], tuple[tuple[str, str], ...]], ...]  # ((catalog, db, table), columns)
     default_catalog: str  # the catalog of a table named `<db>.<table>`
