@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
+from bench_roundtrip import settle
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -163,36 +164,6 @@ def end_leftovers(tmp: Path) -> None:
         with contextlib.suppress(OSError):
             if str(tmp).encode() in (entry / "cmdline").read_bytes():
                 os.kill(int(entry.name), signal.SIGTERM)
-
-
-def _cpu_seconds(tmp: Path) -> float:
-    """CPU time so far of every process of this run (both servers, our trace writer): their command lines or
-    environments name `tmp`."""
-    total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if any(str(tmp).encode() in (entry / part).read_bytes() for part in ("cmdline", "environ")):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
-
-
-async def settle(tmp: Path, *, idle_share: float = 0.05, window: float = 1.0, limit: float = 60.0) -> None:
-    """Wait until the servers are idle, so that one server's leftover work (our trace writer's last batch) does not
-    land in the other's block. The window is longer than the writer's wait for more records (LINGER_SECONDS)."""
-    if not Path("/proc").is_dir():
-        return
-    deadline = time.monotonic() + limit
-    before = _cpu_seconds(tmp)
-    while time.monotonic() < deadline:
-        await anyio.sleep(window)
-        now = _cpu_seconds(tmp)
-        if now - before < idle_share * window:
-            return
-        before = now
 
 
 # --- timing ---------------------------------------------------------------------------------------------------

@@ -78,9 +78,40 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
+def _cpu_seconds(tmp: Path) -> float:
+    """CPU time so far of every process of this run (both servers, our trace writer): their command lines or
+    environments name `tmp`."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if any(str(tmp).encode() in (entry / part).read_bytes() for part in ("cmdline", "environ")):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+async def settle(tmp: Path, *, idle_share: float = 0.05, window: float = 1.0, limit: float = 60.0) -> None:
+    """Wait until the servers are idle, so that one server's leftover work (our trace writer's last batch) does not
+    land in the other's block. The window is longer than the writer's wait for more records (LINGER_SECONDS)."""
+    if not Path("/proc").is_dir():
+        return
+    deadline = time.monotonic() + limit
+    before = _cpu_seconds(tmp)
+    while time.monotonic() < deadline:
+        await anyio.sleep(window)
+        now = _cpu_seconds(tmp)
+        if now - before < idle_share * window:
+            return
+        before = now
+
+
 async def latencies(calls_by_name: dict[str, tuple[str, str, dict[str, Any]]], calls: int,
-                    rounds: int) -> dict[str, list[float]]:
-    """Blocks of calls to each tool in turn, so slow drift of the machine's load hits all of them alike."""
+                    rounds: int, idle: Path | None = None) -> dict[str, list[float]]:
+    """Blocks of calls to each tool in turn, so slow drift of the machine's load hits all of them alike; with
+    `idle`, each block begins once the processes naming that folder are idle (see `settle`)."""
     out: dict[str, list[float]] = {name: [] for name in calls_by_name}
     async with contextlib.AsyncExitStack() as stack:
         clients = {name: await stack.enter_async_context(connect_http(url))
@@ -88,6 +119,8 @@ async def latencies(calls_by_name: dict[str, tuple[str, str, dict[str, Any]]], c
         per_round = max(1, calls // rounds)
         for _ in range(rounds):
             for name, (_, tool, args) in calls_by_name.items():
+                if idle is not None:
+                    await settle(idle)
                 for _ in range(20):  # warm up after the other servers' blocks
                     await clients[name].call(tool, args)
                 for _ in range(per_round):
