@@ -182,7 +182,7 @@ def main() -> None:
             "echo": (echo_url, "echo", {"value": 1}),
             "bare duckdb": (echo_url, "duckdb_row", {}),
             "run_query": (query_url, "run_query", query_args),
-        }, opts.calls, opts.rounds)
+        }, opts.calls, opts.rounds, tmp)
         echo_lat, bare_lat, query_lat = lat["echo"], lat["bare duckdb"], lat["run_query"]
         echo_tp = anyio.run(throughput, echo_url, "echo", {"value": 1}, opts.concurrency, opts.calls_each)
         query_tp = anyio.run(throughput, query_url, "run_query", query_args, opts.concurrency, opts.calls_each)
