@@ -26,6 +26,7 @@ import httpx
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from insight_mcp.agents.core.trace_writer import LINGER_SECONDS
 from insight_mcp.clients.client import connect_http
 from insight_mcp.clients.demo import free_port
 
@@ -93,9 +94,10 @@ def _cpu_seconds(tmp: Path) -> float:
     return total
 
 
-async def settle(tmp: Path, *, idle_share: float = 0.05, window: float = 1.0, limit: float = 60.0) -> None:
+async def settle(tmp: Path, *, idle_share: float = 0.05, window: float = 2 * LINGER_SECONDS,
+                 limit: float = 60.0) -> None:
     """Wait until the servers are idle, so that one server's leftover work (our trace writer's last batch) does not
-    land in the other's block. The window is longer than the writer's wait for more records (LINGER_SECONDS)."""
+    land in the other's block. The window outlasts the writer's wait for more records, idle as that wait looks."""
     if not Path("/proc").is_dir():
         return
     deadline = time.monotonic() + limit

@@ -3,8 +3,8 @@
 Two `insight-mcp serve` processes of this build, one with INSIGHT_TRACING__ENABLED=false, are called in blocks that
 take turns (see bench_roundtrip.py), each begun once both servers and the trace writer are idle, so that the
 writer's last batch does not land in the untraced server's block. Prints p50 and p99 ratios; the goal is <= 1.1x
-at p50. It then counts the
-traces the traced server left in its tracking store, to show the calls really were traced.
+at p50. It then counts the traces the traced server left in its tracking store, to show the calls really were
+traced.
 
     python benchmarks/bench_tracing.py [--calls 1000] [--rounds 5]
 """

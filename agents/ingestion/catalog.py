@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import sqlglot
 from pydantic import BaseModel, ConfigDict
@@ -446,7 +445,7 @@ def get_table(name: str) -> TableSpec:
 WORKSPACE_CATALOG = "workspace"  # what the type lookups call the workspace's own catalog
 
 
-@functools.lru_cache(maxsize=1)
+@lru_cache(maxsize=1)
 def column_types() -> ColumnTypes:
     """The system tables' DuckDB column types under their workspace names, for the dialect's typed transforms."""
     return ColumnTypes(
