@@ -66,7 +66,8 @@ async def test_optimize_prompt_runs_as_a_job_and_promotes_through_the_http_lm(
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append((progress, message))
 
-    with LMServer() as lm:
+    # The waiter samples the job every 0.25 s: 10 ms an LM call keeps the search (150 calls) long enough to be seen.
+    with LMServer("slow", slow_seconds=0.01) as lm:
         server = build_optimization_server(with_lm(worse, lm), backend)
         try:
             async with Client(server) as client:
