@@ -7,9 +7,9 @@ validates each structured answer against the tool's output schema as any SDK cli
 read-only connection open and its row and character caps are raised so that it returns every row, as ours does.
 
 Two workloads, the same SQL but for the table's name: 1,000 rows x 8 columns, and one row. Calls go one at a time,
-in blocks that alternate between the servers (each begun once both servers are idle, so that our trace writer's last
-batch does not land in the peer's block, then a short warm-up), so that drift in the machine's load
-hits both alike. Prints p50 and p90 of each and the ratios ours / peer (the goal: <= 1.0x for both), then a
+in bursts (each begun once both servers are idle, so that our trace writer's last batch does not land in the next
+burst, then a short warm-up) within which the servers take turns every five calls, so that drift in the machine's
+load hits both alike. Prints p50 and p90 of each and the ratios ours / peer (the goal: <= 1.0x for both), then a
 breakdown of where a 1,000-row answer's time goes: what our server reports for the statement, the client's schema
 validation and parsing of each server's answer, and our server's pieces timed in process (`--profile` adds a
 cProfile listing of them).
@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import cProfile
 import datetime as dt
+import functools
 import io
 import json
 import os
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
-from bench_roundtrip import settle
+from bench_roundtrip import interleaved
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -169,9 +170,19 @@ def end_leftovers(tmp: Path) -> None:
 # --- timing ---------------------------------------------------------------------------------------------------
 
 
+async def timed_call(name: str, client: Client, rows: int, work: tuple[str, dict[str, Any]],
+                     out: dict[str, Any]) -> None:
+    """One call, refused answers stopping the run; our server's own statement time kept for the breakdown."""
+    result = await client.call_tool(*work)
+    if result.is_error:
+        raise SystemExit(f"{name}: {result.content}")
+    if name == OURS and rows == BIG_ROWS:
+        out["statement_ms"].append(result.structured_content["statement_ms"])  # type: ignore[index]
+
+
 async def run_calls(params: dict[str, StdioServerParameters], errlog: TextIO, calls: int, rounds: int,
                     warmup: int, tmp: Path) -> dict[str, Any]:
-    """Connect once to each server, check their answers agree, then time both workloads in alternating blocks,
+    """Connect once to each server, check their answers agree, then time both workloads in interleaved bursts,
     each begun once both servers are idle."""
     out: dict[str, Any] = {"lat": {}, "statement_ms": [], "answers": {}, "schemas": {}, "versions": {}}
     async with contextlib.AsyncExitStack() as stack:
@@ -187,23 +198,8 @@ async def run_calls(params: dict[str, StdioServerParameters], errlog: TextIO, ca
             answers = {name: await clients[name].call_tool(*work[name]) for name in clients}
             check_same(answers, rows)
             out["answers"][rows] = answers
-            lat: dict[str, list[float]] = {name: [] for name in clients}
-            per_round = max(1, calls // rounds)
-            for round_ in range(rounds):
-                order = list(clients) if round_ % 2 == 0 else list(reversed(clients))  # neither always goes first
-                for name in order:
-                    client, (tool, args) = clients[name], work[name]
-                    await settle(tmp)
-                    for _ in range(warmup):  # after the other server's block
-                        await client.call_tool(tool, args)
-                    for _ in range(per_round):
-                        started = time.perf_counter()
-                        result = await client.call_tool(tool, args)
-                        lat[name].append((time.perf_counter() - started) * 1000)
-                        if result.is_error:
-                            raise SystemExit(f"{name}: {result.content}")
-                        if name == OURS and rows == BIG_ROWS:
-                            out["statement_ms"].append(result.structured_content["statement_ms"])  # type: ignore[index]
+            lat = await interleaved({name: functools.partial(timed_call, name, clients[name], rows, work[name], out)
+                                     for name in clients}, calls, rounds, tmp, warmup=warmup)
             out["lat"][rows] = lat
     return out
 
@@ -380,7 +376,7 @@ def report(out: dict[str, Any], workspace: Path, opts: argparse.Namespace) -> No
           f"{'on (as shipped)' if opts.tracing else 'off'}")
     for rows, label in ((BIG_ROWS, f"{BIG_ROWS:,} rows x 8 columns"), (1, "one row")):
         lat = out["lat"][rows]
-        print(f"\n{label}: {len(lat[OURS])} calls each, {opts.rounds} alternating blocks")
+        print(f"\n{label}: {len(lat[OURS])} calls each, {opts.rounds} bursts, turns of five calls")
         for q, qname in ((0.5, "p50"), (0.9, "p90")):
             ours, peer = pct(lat[OURS], q), pct(lat[PEER], q)
             print(f"  {qname}: ours {ours:7.2f} ms, peer {peer:7.2f} ms, ratio {ours / peer:.2f}x (goal <= 1.0x)")
@@ -418,8 +414,8 @@ def report(out: dict[str, Any], workspace: Path, opts: argparse.Namespace) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=300, help="Timed calls per server and workload.")
-    parser.add_argument("--rounds", type=int, default=5, help="Alternating blocks the calls are split into.")
-    parser.add_argument("--warmup", type=int, default=5, help="Untimed calls before each block.")
+    parser.add_argument("--rounds", type=int, default=5, help="Bursts the calls are split into.")
+    parser.add_argument("--warmup", type=int, default=5, help="Untimed calls to each server before each burst.")
     parser.add_argument("--reps", type=int, default=30, help="Repetitions of each piece in the breakdown.")
     parser.add_argument("--tracing", action=argparse.BooleanOptionalAction, default=True,
                         help="Our server's MLflow tracing (on as shipped).")

@@ -1,23 +1,26 @@
 """Tool round trip: `run_query` of a one-row query over streamable HTTP against a bare echo tool on the same SDK.
 
-Both servers run as subprocesses on loopback and are called the same way: one call at a time in blocks that take
-turns, for latency (p50, p99), and from 16 concurrent clients for throughput. Prints ratios; the goal is <= 1.5x at
-p50 and p99. The echo server also has a tool that runs the same statement bare on DuckDB (no guard, caps or fencing):
-the floor any DuckDB-backed tool pays, so the second ratio is what run_query itself adds.
+Both servers run as subprocesses on loopback and are called the same way: one call at a time, in bursts begun on
+idle servers within which the tools take turns every five calls, for latency (p50, p99), and from 16 concurrent
+clients for throughput. Prints ratios; the goal is <= 1.5x at p50 and p99. The echo server also has a tool that
+runs the same statement bare on DuckDB (no guard, caps or fencing): the floor any DuckDB-backed tool pays, so the
+second ratio is what run_query itself adds.
 
-    python benchmarks/bench_roundtrip.py [--calls 1000] [--rounds 5] [--concurrency 16]
+    python benchmarks/bench_roundtrip.py [--calls 1000] [--rounds 5] [--concurrency 16]   # --rounds: bursts
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ import httpx
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from insight_mcp.agents.core.trace_writer import LINGER_SECONDS
+from insight_mcp.agents.core.trace_writer import QUIET_SECONDS
 from insight_mcp.clients.client import connect_http
 from insight_mcp.clients.demo import free_port
 
@@ -94,10 +97,10 @@ def _cpu_seconds(tmp: Path) -> float:
     return total
 
 
-async def settle(tmp: Path, *, idle_share: float = 0.05, window: float = 2 * LINGER_SECONDS,
+async def settle(tmp: Path, *, idle_share: float = 0.05, window: float = 2 * QUIET_SECONDS,
                  limit: float = 60.0) -> None:
     """Wait until the servers are idle, so that one server's leftover work (our trace writer's last batch) does not
-    land in the other's block. The window outlasts the writer's wait for more records, idle as that wait looks."""
+    land in the other's block. The window outlasts the writer's wait for a pause in the calls, idle as it looks."""
     if not Path("/proc").is_dir():
         return
     deadline = time.monotonic() + limit
@@ -110,26 +113,39 @@ async def settle(tmp: Path, *, idle_share: float = 0.05, window: float = 2 * LIN
         before = now
 
 
-async def latencies(calls_by_name: dict[str, tuple[str, str, dict[str, Any]]], calls: int,
-                    rounds: int, idle: Path | None = None) -> dict[str, list[float]]:
-    """Blocks of calls to each tool in turn, so slow drift of the machine's load hits all of them alike; with
-    `idle`, each block begins once the processes naming that folder are idle (see `settle`)."""
-    out: dict[str, list[float]] = {name: [] for name in calls_by_name}
-    async with contextlib.AsyncExitStack() as stack:
-        clients = {name: await stack.enter_async_context(connect_http(url))
-                   for name, (url, _, _) in calls_by_name.items()}
-        per_round = max(1, calls // rounds)
-        for _ in range(rounds):
-            for name, (_, tool, args) in calls_by_name.items():
-                if idle is not None:
-                    await settle(idle)
-                for _ in range(20):  # warm up after the other servers' blocks
-                    await clients[name].call(tool, args)
-                for _ in range(per_round):
+async def interleaved(callers: dict[str, Callable[[], Awaitable[Any]]], calls: int, bursts: int,
+                      idle: Path | None = None, *, block: int = 5, warmup: int = 20) -> dict[str, list[float]]:
+    """Latencies of `calls` calls to each server, in `bursts` bursts. Within a burst the servers take turns every
+    `block` calls, so that the machine's drift (on a shared host, the same call's p50 moves by half within seconds)
+    hits them alike; with `idle`, each burst begins once the processes naming that folder are idle (see `settle`),
+    so one burst's leftover work (our trace writer's) does not fall in the next."""
+    out: dict[str, list[float]] = {name: [] for name in callers}
+    per_burst = max(block, calls // bursts)
+    for burst in range(bursts):
+        if idle is not None:
+            await settle(idle)
+        order = list(callers) if burst % 2 == 0 else list(reversed(callers))  # none always goes first
+        for name in order:
+            for _ in range(warmup):  # after the quiet of the settle
+                await callers[name]()
+        for _ in range(per_burst // block):
+            for name in order:
+                for _ in range(block):
                     started = time.perf_counter()
-                    await clients[name].call(tool, args)
+                    await callers[name]()
                     out[name].append((time.perf_counter() - started) * 1000)
     return out
+
+
+async def latencies(calls_by_name: dict[str, tuple[str, str, dict[str, Any]]], calls: int,
+                    rounds: int, idle: Path | None = None) -> dict[str, list[float]]:
+    """`interleaved` over streamable HTTP: one client a server, each calling one tool with fixed arguments."""
+    async with contextlib.AsyncExitStack() as stack:
+        callers = {}
+        for name, (url, tool, args) in calls_by_name.items():
+            client = await stack.enter_async_context(connect_http(url))
+            callers[name] = functools.partial(client.call, tool, args)
+        return await interleaved(callers, calls, rounds, idle)
 
 
 async def throughput(url: str, tool: str, args: dict[str, Any], clients: int, calls_each: int) -> float:

@@ -126,6 +126,8 @@ def test_calls_keep_working_when_the_tracking_store_is_down(
     assert recorder.flush(timeout=0.5) is False, "the records are kept for when the store is back"
     # The writer, still trying, runs at the lowest priority: calls come first on a busy machine.
     assert recorder.writer_pid is not None and os.getpriority(os.PRIO_PROCESS, recorder.writer_pid) == 19
+    if hasattr(os, "SCHED_IDLE"):  # and, on Linux, in the class that runs only when nothing else wants the CPU
+        assert os.sched_getscheduler(recorder.writer_pid) == os.SCHED_IDLE
     close_servers({"system-tables": server}, timeout=0.5)
 
 
@@ -244,7 +246,49 @@ def test_a_batch_waits_for_records_that_follow_its_first_until_a_flush_ends_it()
         inbox.put({"flush": 4})
 
     threading.Thread(target=later, daemon=True).start()
-    records, flush, ended = next_batch(inbox, linger=60.0)
+    records, flush, ended = next_batch(inbox, quiet=60.0, linger=60.0)
     assert [r["n"] for r in records] == [0, 1] and flush == {"flush": 4} and not ended
     inbox.put({"record": {"n": 2}})
     assert next_batch(inbox, linger=0.0) == ([{"n": 2}], None, False)  # no linger: what is waiting, at once
+
+
+def test_a_burst_is_written_after_it_ends_and_a_long_one_when_the_linger_is_up() -> None:
+    """The writer waits for a pause in the calls, so that their traces do not take the CPU the calls want; a burst
+    that goes on is still written every `linger` seconds."""
+    import queue
+    import threading
+
+    from insight_mcp.agents.core.trace_writer import next_batch
+
+    def burst(inbox: queue.Queue[dict[str, Any] | None], count: int, gap: float) -> None:
+        for n in range(1, count):
+            time.sleep(gap)
+            inbox.put({"record": {"n": n}})
+
+    inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    inbox.put({"record": {"n": 0}})
+    sender = threading.Thread(target=burst, args=(inbox, 12, 0.02), daemon=True)
+    sender.start()
+    # Records 20 ms apart never leave a pause of 1 s: the batch holds the whole burst, then ends at the pause.
+    records, flush, ended = next_batch(inbox, quiet=1.0, linger=60.0)
+    sender.join()
+    assert [r["n"] for r in records] == list(range(12)) and flush is None and not ended
+    assert inbox.empty()
+
+    inbox.put({"record": {"n": 0}})
+    stop = threading.Event()
+
+    def endless() -> None:  # a record every 10 ms, for as long as the test needs
+        n = 1
+        while not stop.is_set():
+            time.sleep(0.01)
+            inbox.put({"record": {"n": n}})
+            n += 1
+
+    threading.Thread(target=endless, daemon=True).start()
+    try:  # no pause ever comes: the linger ends the batch, and the records after it start the next one
+        first, _, _ = next_batch(inbox, quiet=60.0, linger=0.3)
+        second, _, _ = next_batch(inbox, quiet=60.0, linger=0.3)
+    finally:
+        stop.set()
+    assert 1 < len(first) and second[0]["n"] == len(first)

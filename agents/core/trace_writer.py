@@ -6,7 +6,8 @@ competes with the server's event loop for the interpreter lock. Protocol, one JS
 - in:  `{"record": {...SpanRecord fields...}}`, `{"flush": N}`
 - out: `{"status": "ready"}` or `{"status": "unavailable: why"}`, `{"written": total}`, `{"flushed": N}`
 
-A batch is the records that arrive within half a second of its first one (a flush ends it at once), written as
+A batch is the records that arrive until the server has been quiet for a quarter of a second, five seconds after
+its first record at the latest, or 500 of them (a flush ends it at once), written as
 MLflow stores traces sent to it over OpenTelemetry (its `/v1/traces` endpoint): one `log_spans` call for the whole
 batch, each record the root span of its own trace, the trace's name and tags carried as `mlflow.traceTag.*`
 attributes. The store derives each trace's state, times and previews from its root span. Through MLflow's own
@@ -16,7 +17,8 @@ trace, of fifty or more 2.5-2.7 ms. If the store cannot be reached the writer ke
 tries it again with backoff: the same spans and trace ids, which the store replaces rather than adds.
 
 On Databricks, and on a store that keeps no spans, MLflow's exporter writes them, one at a time. The writer runs at
-the lowest CPU priority: a busy server's calls come before its traces.
+the lowest CPU priority (Linux's idle class where it can): a busy server's calls come before its traces, and a burst
+of calls is written once it is over, not while it lasts.
 
     python -m insight_mcp.agents.core.trace_writer TRACKING_URI EXPERIMENT ARTIFACT_DIR [RETRY_SECONDS]
 """
@@ -44,12 +46,15 @@ MLFLOW_QUEUE_LIMITS = {
     "MLFLOW_TRACE_BUFFER_MAX_SIZE": "100000",
 }
 BATCH = 500  # records written in one go at most
-# How long a batch waits for more records after its first (a flush ends it at once). A batch of one costs MLflow's
-# store about 10 ms of CPU a trace, of ten 3.6 ms, of fifty or more 2.5-2.7 ms: a busy server's traces cost a third
-# less CPU, a trace reaches the store at most this much later. OpenTelemetry's batch span processor waits 5 s.
-LINGER_SECONDS = 0.5
+# A batch is written once no record has come for QUIET_SECONDS, or LINGER_SECONDS after its first record, whichever
+# is sooner (a flush ends it at once). A batch of one costs MLflow's store about 10 ms of CPU a trace, of ten 3.6 ms,
+# of fifty or more 2.5-2.7 ms: more than the call it records. Waiting for a pause writes a burst of calls after it,
+# on CPU the calls no longer want, and in fewer, larger batches. OpenTelemetry's batch span processor waits 5 s too.
+QUIET_SECONDS = 0.25
+LINGER_SECONDS = 5.0
 # The writer's CPU priority, the lowest. Under sustained one-row calls on two cores it took the CPU the engine's
-# second thread wanted: 1.05-1.33x the peer's p50 at normal priority, 1.02-1.06x at this one.
+# second thread wanted: 1.05-1.33x the peer's p50 at normal priority, 1.02-1.06x at this one. Where Linux allows it
+# the writer also joins the idle scheduling class, which yields to any other process at once.
 NICENESS = 19
 READ_AHEAD = 2_000  # records read from the server before it has to wait: the pipe then pushes back
 
@@ -170,10 +175,10 @@ def read_messages(stream: Any, inbox: queue.Queue[dict[str, Any] | None]) -> Non
 
 
 def next_batch(
-    inbox: queue.Queue[dict[str, Any] | None], linger: float = LINGER_SECONDS
+    inbox: queue.Queue[dict[str, Any] | None], quiet: float = QUIET_SECONDS, linger: float = LINGER_SECONDS
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, bool]:
-    """The records that come within `linger` of the first (up to BATCH), the flush that ends them early if any, and
-    whether the input has ended."""
+    """The records that come until none has come for `quiet`, or for `linger` after the first (up to BATCH), the
+    flush that ends them early if any, and whether the input has ended."""
     records: list[dict[str, Any]] = []
     message = inbox.get()
     deadline: float | None = None
@@ -188,7 +193,7 @@ def next_batch(
                 deadline = time.monotonic() + linger
         if len(records) >= BATCH:
             return records, None, False
-        left = deadline - time.monotonic() if deadline is not None else 0.0
+        left = min(quiet, deadline - time.monotonic()) if deadline is not None else 0.0
         try:
             message = inbox.get(timeout=left) if left > 0 else inbox.get_nowait()
         except queue.Empty:
@@ -231,10 +236,18 @@ def serve(writer: Writer, retry_seconds: float, stream: Any = None) -> None:
     writer.flush()
 
 
-def main(argv: list[str]) -> None:
-    if hasattr(os, "nice"):  # serving comes first: on a busy machine the writer takes what CPU is left
+def lowest_priority() -> None:
+    """Serving comes first: on a busy machine the writer takes what CPU is left."""
+    if hasattr(os, "nice"):
         with contextlib.suppress(OSError):
             os.nice(NICENESS)
+    if hasattr(os, "SCHED_IDLE"):  # Linux: runs only when no other process wants the CPU
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def main(argv: list[str]) -> None:
+    lowest_priority()
     tracking_uri, experiment, artifacts = argv[0], argv[1], Path(argv[2])
     retry_seconds = float(argv[3]) if len(argv) > 3 else 5.0
     for key, value in MLFLOW_QUEUE_LIMITS.items():
