@@ -6,7 +6,7 @@ clients for throughput. Prints ratios; the goal is <= 1.5x at p50 and p99. The e
 runs the same statement bare on DuckDB (no guard, caps or fencing): the floor any DuckDB-backed tool pays, so the
 second ratio is what run_query itself adds.
 
-    python benchmarks/bench_roundtrip.py [--calls 1000] [--rounds 5] [--concurrency 16]   # --rounds: bursts
+    python benchmarks/bench_roundtrip.py [--calls 1000] [--rounds 5 (bursts)] [--concurrency 16] [--instances 2]
 """
 
 from __future__ import annotations
@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--calls-each", type=int, default=25)
+    parser.add_argument("--instances", type=int, default=2, help="Processes of each server, their calls pooled.")
     opts = parser.parse_args()
 
     from insight_mcp.agents.ingestion.generator import generate_workspace
@@ -179,29 +180,34 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="insight-bench-"))
     workspace = tmp / "workspace.duckdb"
     generate_workspace(workspace, days=3, users=30, events_per_day=2_000)
-    env = {**os.environ, "INSIGHT_HOME": str(tmp), "INSIGHT_WORKSPACE_FILE": str(workspace),
-           "INSIGHT_LOG_LEVEL": "warning"}
+    env = {**os.environ, "INSIGHT_WORKSPACE_FILE": str(workspace), "INSIGHT_LOG_LEVEL": "warning"}
     env.pop("INSIGHT_API_TOKEN", None)
 
-    insight_port, echo_port = free_port(), free_port()
+    # Each server runs in `--instances` processes, their calls pooled: the same build's p50 differs by a few percent
+    # from one process to the next on this VM, and one pair of processes would carry that luck into the ratio.
     exe = Path(sys.executable).with_name("insight-mcp")
-    procs = [
-        subprocess.Popen([str(exe), "serve", "--port", str(insight_port)], env=env),
-        subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(echo_port), str(workspace)], env=env),
-    ]
+    procs: list[subprocess.Popen[bytes]] = []
+    work: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    query_args = {"sql": "SELECT event_id FROM system.access.audit LIMIT 1", "limit": 1}
     try:
-        wait_ready(f"http://127.0.0.1:{insight_port}/health", procs[0])
-        wait_ready(f"http://127.0.0.1:{echo_port}/mcp", procs[1])
-        query_url = f"http://127.0.0.1:{insight_port}/system-tables/mcp"
-        echo_url = f"http://127.0.0.1:{echo_port}/mcp"
-        query_args = {"sql": "SELECT event_id FROM system.access.audit LIMIT 1", "limit": 1}
-
-        lat = anyio.run(latencies, {
-            "echo": (echo_url, "echo", {"value": 1}),
-            "bare duckdb": (echo_url, "duckdb_row", {}),
-            "run_query": (query_url, "run_query", query_args),
-        }, opts.calls, opts.rounds, tmp)
-        echo_lat, bare_lat, query_lat = lat["echo"], lat["bare duckdb"], lat["run_query"]
+        for k in range(opts.instances):
+            insight_port, echo_port = free_port(), free_port()
+            home = {**env, "INSIGHT_HOME": str(tmp / f"home{k}")}
+            procs.append(subprocess.Popen([str(exe), "serve", "--port", str(insight_port)], env=home))
+            procs.append(subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(echo_port), str(workspace)],
+                                          env=home))
+            wait_ready(f"http://127.0.0.1:{insight_port}/health", procs[-2])
+            wait_ready(f"http://127.0.0.1:{echo_port}/mcp", procs[-1])
+            echo_url = f"http://127.0.0.1:{echo_port}/mcp"
+            work |= {f"echo#{k}": (echo_url, "echo", {"value": 1}),
+                     f"bare duckdb#{k}": (echo_url, "duckdb_row", {}),
+                     f"run_query#{k}": (f"http://127.0.0.1:{insight_port}/system-tables/mcp", "run_query",
+                                        query_args)}
+        lat = anyio.run(latencies, work, opts.calls // opts.instances, opts.rounds, tmp)
+        pooled = {kind: [ms for name, values in lat.items() if name.startswith(kind + "#") for ms in values]
+                  for kind in ("echo", "bare duckdb", "run_query")}
+        echo_lat, bare_lat, query_lat = pooled["echo"], pooled["bare duckdb"], pooled["run_query"]
+        echo_url, query_url = work["echo#0"][0], work["run_query#0"][0]
         echo_tp = anyio.run(throughput, echo_url, "echo", {"value": 1}, opts.concurrency, opts.calls_each)
         query_tp = anyio.run(throughput, query_url, "run_query", query_args, opts.concurrency, opts.calls_each)
     finally:
