@@ -1,12 +1,12 @@
 """Tracing overhead: the `run_query` round trip with every call traced to MLflow against the same build untraced.
 
-Two `insight-mcp serve` processes of this build, one with INSIGHT_TRACING__ENABLED=false, are called in blocks that
-take turns (see bench_roundtrip.py), each begun once both servers and the trace writer are idle, so that the
-writer's last batch does not land in the untraced server's block. Prints p50 and p99 ratios; the goal is <= 1.1x
-at p50. Those blocks are bursts, and the writer waits for a pause before it writes, so it then measures sustained
-load too: blocks of back-to-back calls that outlast the writer's longest wait (LINGER_SECONDS), so that it writes
-while the traced server is being called. It then counts the traces the traced server left in its tracking store, to
-show the calls really were traced.
+Two `insight-mcp serve` processes of this build, one with INSIGHT_TRACING__ENABLED=false, are called in bursts
+within which they take turns every five calls (see bench_roundtrip.py), each begun once both servers and the trace
+writer are idle, so that the writer's last batch does not land in the next burst. Prints p50 and p99 ratios; the
+goal is <= 1.1x at p50. The writer waits for a pause in the calls before it writes, so it writes between bursts; it
+then measures sustained load too: blocks of back-to-back calls to one server that outlast the writer's longest wait
+(LINGER_SECONDS), so that it writes while the traced server is being called. Last, it counts the traces the traced
+server left in its tracking store, to show the calls really were traced.
 
     python benchmarks/bench_tracing.py [--calls 1000] [--rounds 5] [--sustained-seconds 8]
 """
