@@ -873,6 +873,48 @@ async def test_a_cancelled_caller_stops_its_statement(fixture_workspace: Path) -
         await backend.close()
 
 
+async def test_a_worker_keeps_its_cursor_and_a_failed_statement_gives_it_a_fresh_one(fixture_workspace: Path) -> None:
+    """Opening and closing a cursor for every statement cost a served one-row query 70-130 us: each worker thread
+    keeps one. A statement that fails or is stopped leaves its thread a new one, and closing closes them all."""
+    from insight_mcp.agents.ingestion.backend import BackendError
+
+    backend = DuckDBSystemTables(fixture_workspace, workers=1)
+    answers = [await backend.execute(_statement(f"SELECT {i} AS n"), max_rows=1, max_chars=1000, timeout_seconds=5)
+               for i in range(5)]
+    assert [a.rows for a in answers] == [[[i]] for i in range(5)]
+    [kept] = backend._thread_cursors  # one worker, one cursor, kept across five statements
+    with pytest.raises(BackendError, match="could not run the query"):
+        await backend.execute(_statement("SELECT 1 / 'x'"), max_rows=1, max_chars=1000, timeout_seconds=5)
+    after = await backend.execute(_statement("SELECT 7 AS n"), max_rows=1, max_chars=1000, timeout_seconds=5)
+    assert after.rows == [[7]]
+    [fresh] = backend._thread_cursors
+    assert fresh is not kept
+    with pytest.raises(duckdb.Error):  # the failed statement's cursor was closed, not left open
+        kept.execute("SELECT 1")
+    await backend.close()
+    assert backend._thread_cursors == []
+    with pytest.raises(duckdb.Error):
+        fresh.execute("SELECT 1")
+
+
+def test_a_statement_stopped_before_a_worker_takes_it_never_starts() -> None:
+    """A deadline or a cancelled caller can come before a worker has picked the statement up: it must not run."""
+    from insight_mcp.agents.ingestion.duckdb_backend import _Running
+
+    conn = duckdb.connect()
+    try:
+        early = _Running()
+        early.stop()
+        with pytest.raises(duckdb.InterruptException, match="before it started"):
+            early.start(conn.cursor())
+        late = _Running()
+        late.start(conn.cursor())
+        late.finish()
+        late.stop()  # after the statement: nothing left to interrupt, and no error
+    finally:
+        conn.close()
+
+
 async def test_engine_row_cap(fixture_workspace: Path) -> None:
     backend = DuckDBSystemTables(fixture_workspace)
     try:
