@@ -6,15 +6,15 @@ competes with the server's event loop for the interpreter lock. Protocol, one JS
 - in:  `{"record": {...SpanRecord fields...}}`, `{"flush": N}`
 - out: `{"status": "ready"}` or `{"status": "unavailable: why"}`, `{"written": total}`, `{"flushed": N}`
 
-A batch is the records that arrive until the server has been quiet for a quarter of a second, five seconds after
-its first record at the latest, or 500 of them (a flush ends it at once), written as
-MLflow stores traces sent to it over OpenTelemetry (its `/v1/traces` endpoint): one `log_spans` call for the whole
-batch, each record the root span of its own trace, the trace's name and tags carried as `mlflow.traceTag.*`
-attributes. The store derives each trace's state, times and previews from its root span. Through MLflow's own
-exporter every trace cost a `log_spans`, then a `start_trace` that took the store's conflict-and-merge path, one
-trace at a time: about 45 ms of CPU a trace, a full core at 22 calls a second. A batch of one costs about 10 ms a
-trace, of fifty or more 2.5-2.7 ms. If the store cannot be reached the writer keeps the batch, says why and
-tries it again with backoff: the same spans and trace ids, which the store replaces rather than adds.
+A batch is the records that arrive until the server has been quiet for a quarter of a second, five seconds after its
+first record at the latest, or 500 of them (a flush ends it at once). It is written as MLflow stores traces sent to
+it over OpenTelemetry (its `/v1/traces` endpoint): one `log_spans` call for the whole batch, each record the root
+span of its own trace, the trace's name and tags carried as `mlflow.traceTag.*` attributes. The store derives each
+trace's state, times and previews from its root span. Through MLflow's own exporter every trace cost a `log_spans`,
+then a `start_trace` that took the store's conflict-and-merge path, one trace at a time: about 45 ms of CPU a trace,
+a full core at 22 calls a second. A batch of one costs about 10 ms a trace, of fifty or more 2.5-2.7 ms. If the
+store cannot be reached the writer keeps the batch, says why and tries it again with backoff: the same spans and
+trace ids, which the store replaces rather than adds.
 
 On Databricks, and on a store that keeps no spans, MLflow's exporter writes them, one at a time. The writer runs at
 the lowest CPU priority (Linux's idle class where it can): a busy server's calls come before its traces, and a burst

@@ -191,7 +191,7 @@ class DuckDBSystemTables:
         cursor = self._thread_cursor()
         running.start(cursor)
         try:
-            return self._run(cursor, sql, params, max_rows, max_chars, keep=True)
+            return self._run(cursor, sql, params, max_rows, max_chars)
         except BaseException:
             self._drop_thread_cursor()
             raise
@@ -199,7 +199,7 @@ class DuckDBSystemTables:
             running.finish()
 
     def _run(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], max_rows: int,
-             max_chars: int, *, keep: bool = False) -> QueryResult:
+             max_chars: int) -> QueryResult:
         started = time.perf_counter()
         with self._lock:
             self._running.add(cursor)
@@ -224,8 +224,6 @@ class DuckDBSystemTables:
         finally:
             with self._lock:
                 self._running.discard(cursor)
-            if not keep:
-                cursor.close()
         elapsed_ms = (time.perf_counter() - started) * 1000
         return answer_from_arrow(columns, table, more=False, max_rows=max_rows, max_chars=max_chars,
                                  elapsed_ms=elapsed_ms)
@@ -251,7 +249,6 @@ class DuckDBSystemTables:
     ) -> QueryResult:
         """Run on the backend's own threads; a loop timer interrupts the cursor at the deadline or on cancellation."""
         sql = statement.duckdb_sql or to_duckdb(statement.databricks_sql, column_types())
-        self._connection()  # opened (or refused) here, in the caller's words, rather than on a worker
         loop = asyncio.get_running_loop()
         running = _Running()
         timed_out = False
