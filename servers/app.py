@@ -195,7 +195,8 @@ def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:
         body = await anyio.to_thread.run_sync(metrics.render)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    routes = [Route("/health", health), Route("/metrics", metrics_route), *status_routes(settings), *mounts]
+    # The servers first: Starlette tries routes in order, and nearly every request is a tool call.
+    routes = [*mounts, Route("/health", health), Route("/metrics", metrics_route), *status_routes(settings)]
     app = Starlette(routes=routes, lifespan=lifespan)
     if settings.api_token is not None:
         app.add_middleware(BearerTokenMiddleware, token=settings.api_token.get_secret_value())

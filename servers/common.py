@@ -7,7 +7,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import structlog
 from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
@@ -20,13 +19,14 @@ from insight_mcp.agents.core.tracing import SpanRecord, TraceRecorder
 from insight_mcp.agents.evaluation.detections import LabelsError
 from insight_mcp.agents.ingestion.backend import BackendError
 from insight_mcp.agents.ingestion.explore import InvalidArgument
+from insight_mcp.agents.logs import CallLogger
 from insight_mcp.agents.security.compiler import RuleCompileError
 from insight_mcp.agents.security.rules import RuleFileError
 from insight_mcp.agents.settings import SettingsError
 from insight_mcp.agents.sql.guard import QueryRefused
 from insight_mcp.agents.untrusted import clean_value, fence
 
-log = structlog.get_logger("insight_mcp.tools")
+log = CallLogger("insight_mcp.tools")
 
 CALL_ID_META = "insight-mcp/call_id"  # in each answer's _meta: what feedback on this answer refers to
 
@@ -98,16 +98,16 @@ def guarded(
                 result = await fn(*args, **kwargs)
             except ToolError as exc:
                 error = str(exc)
-                log.info("tool_refused", tool=tool)
+                log.get().info("tool_refused", tool=tool)
                 raise
             except CALLER_ERRORS as exc:
                 error = str(exc)
-                log.info("tool_refused", tool=tool, error=type(exc).__name__, rule=getattr(exc, "rule", None))
+                log.get().info("tool_refused", tool=tool, error=type(exc).__name__, rule=getattr(exc, "rule", None))
                 raise ToolError(error) from None
             except Exception as exc:
                 ref = secrets.token_hex(4)
                 error = f"internal error (reference {ref}): {type(exc).__name__}"
-                log.exception("tool_failed", tool=tool, ref=ref)
+                log.get().exception("tool_failed", tool=tool, ref=ref)
                 raise ToolError(f"internal error in {tool} (reference {ref}); the server log has the details") from None
             finally:
                 recorder = tracer() if tracer is not None else None
@@ -118,7 +118,7 @@ def guarded(
                     counters.observe(server, tool, time.perf_counter() - started, error is not None)
             if isinstance(result, CallToolResult):
                 result.meta = {**(result.meta or {}), CALL_ID_META: call_id}
-            log.info("tool_called", tool=tool, ms=round((time.perf_counter() - started) * 1000, 2))
+            log.get().info("tool_called", tool=tool, ms=round((time.perf_counter() - started) * 1000, 2))
             return result
 
         run.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]

@@ -88,13 +88,25 @@ class ServerMetrics:
         self.latency = Histogram("insight_tool_latency_seconds", "MCP tool call latency.", ["server", "tool"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.registry.register(_AnalysisCollector(settings))
+        # The labelled series of each (server, tool, outcome), found once: looking them up is most of what a call
+        # costs the metrics. Tools are declared, so this holds at most two entries a tool.
+        self._series: dict[tuple[str, str, bool], tuple[Any, Any, Any]] = {}
 
     def observe(self, server: str, tool: str, seconds: float, failed: bool) -> None:
         """Count one call; never raises into the call it measures."""
-        self.calls.labels(server, tool, "error" if failed else "ok").inc()
-        if failed:
-            self.errors.labels(server, tool).inc()
-        self.latency.labels(server, tool).observe(seconds)
+        key = (server, tool, failed)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (
+                self.calls.labels(server, tool, "error" if failed else "ok"),
+                self.errors.labels(server, tool) if failed else None,
+                self.latency.labels(server, tool),
+            )
+        calls, errors, latency = series
+        calls.inc()
+        if errors is not None:
+            errors.inc()
+        latency.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -133,7 +133,7 @@ def build_system_tables_server(settings: Settings, backend: SystemTables | None 
             )
         answer = QueryAnswer.model_construct(  # the backend's answer builder made it; the SDK checks it on the way out
             columns=result.columns, rows=result.rows, row_count=result.row_count, truncated=result.truncated,
-            truncation_reason=result.truncation_reason, statement_ms=result.elapsed_ms, tables=guardedq.tables,
+            truncation_reason=result.truncation_reason, statement_ms=result.elapsed_ms, tables=list(guardedq.tables),
             executed_sql=guardedq.databricks_sql,
         )
         return respond(answer, source=SOURCE, cleaned=("rows",))  # every backend's answer builder cleaned them

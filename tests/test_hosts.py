@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import anyio
 import pytest
 
 from insight_mcp.agents.settings import SettingsError, load_settings
-from insight_mcp.servers.hosts import allowed_hosts, check_exposure, host_matches, origin_matches
+from insight_mcp.servers.hosts import (
+    MEMO,
+    HostOriginMiddleware,
+    allowed_hosts,
+    check_exposure,
+    host_matches,
+    origin_matches,
+)
 
 
 @pytest.mark.parametrize(("host", "pattern", "ok"), [
@@ -67,3 +76,39 @@ def test_allowed_hosts_from_the_environment(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("INSIGHT_ALLOWED_HOSTS", "[broken")
     with pytest.raises(SettingsError, match="INSIGHT_ALLOWED_HOSTS"):
         load_settings(home=tmp_path)
+
+
+def _status_of(app: HostOriginMiddleware, headers: list[tuple[bytes, bytes]]) -> int:
+    """Drive the middleware as a server would, with one request; the status it answered."""
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": headers, "query_string": b""}
+    anyio.run(app, scope, receive, send)
+    return int(sent[0]["status"])  # type: ignore[call-overload]
+
+
+def test_the_middleware_answers_the_same_each_time_and_remembers_only_so_many_values() -> None:
+    async def ok(scope: object, receive: object, send: Callable[[dict[str, object]], Awaitable[None]]) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    app = HostOriginMiddleware(ok, hosts=["127.0.0.1", "*.example.com"], origins=["http://127.0.0.1"])
+    for _ in range(2):  # the second time from what the middleware remembers
+        assert _status_of(app, [(b"host", b"127.0.0.1:8765")]) == 200
+        assert _status_of(app, [(b"host", b"evil.test")]) == 421
+        assert _status_of(app, []) == 421
+        assert _status_of(app, [(b"host", b"a.example.com"), (b"origin", b"http://127.0.0.1")]) == 200
+        assert _status_of(app, [(b"host", b"a.example.com"), (b"origin", b"http://evil.test")]) == 403
+        # The first Host header decides, as Starlette reads them.
+        assert _status_of(app, [(b"host", b"evil.test"), (b"host", b"127.0.0.1")]) == 421
+    for n in range(MEMO + 50):  # a client inventing host names cannot grow the server's memory
+        assert _status_of(app, [(b"host", f"h{n}.example.com".encode())]) == 200
+    assert len(app._host_ok) == MEMO
+    assert _status_of(app, [(b"host", b"evil.test")]) == 421
+    assert _status_of(app, [(b"host", b"new.evil.test")]) == 421

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable
 
 import sqlglot
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
@@ -96,11 +96,14 @@ _SAFE_TABLE_FUNCTIONS = frozenset({"unnest", "explode", "explode_outer", "posexp
 
 
 class GuardedQuery(BaseModel):
-    """A statement that passed the guard, in both dialects, with the row cap applied."""
+    """A statement that passed the guard, in both dialects, with the row cap applied; immutable, so that the guard's
+    cache hands the same one to every caller that asks the same question."""
+
+    model_config = ConfigDict(frozen=True)
 
     databricks_sql: str
     duckdb_sql: str
-    tables: list[str]
+    tables: tuple[str, ...]
     limit: int
 
 
@@ -260,7 +263,7 @@ def guard_query(
     """
     allowed = frozenset(t.lower() for t in allowed_tables)
     try:
-        return _guard_cached(sql, allowed, limit, row_cap, max_generator_rows, types).model_copy()
+        return _guard_cached(sql, allowed, limit, row_cap, max_generator_rows, types)
     except RecursionError:  # sqlglot parses and walks recursively; a few dozen nested calls exhaust the stack
         raise QueryRefused("parse", "the query nests expressions or subqueries too deeply to check; flatten it with "
                                     "CTEs or fewer nested function calls") from None
@@ -298,7 +301,7 @@ def _guard_cached(
     check_shape(reparsed)
     check_functions(reparsed[0])  # type: ignore[arg-type]
     return GuardedQuery(
-        databricks_sql=limited.sql("databricks"), duckdb_sql=duck_sql, tables=sorted(set(tables)), limit=wanted
+        databricks_sql=limited.sql("databricks"), duckdb_sql=duck_sql, tables=tuple(sorted(set(tables))), limit=wanted
     )
 
 
