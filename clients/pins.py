@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from insight_mcp.agents.core.json_schema import nullable_as_type_lists
+
 SCHEMAS_DIR = Path(__file__).parent / "schemas"
 REFRESH = "python -m insight_mcp.clients.pins"
 DOC_KEYWORDS = frozenset({"title", "description", "examples"})
@@ -181,8 +183,9 @@ def _inline(node: Any, defs: dict[str, Any], seen: tuple[str, ...]) -> Any:
 
 
 def normalise(schema: Any) -> Any:
-    """What is compared: the shape alone, references inlined, with what follows the server's settings left out."""
-    return inline_refs(without(schema, DOC_KEYWORDS | SETTINGS_KEYWORDS))
+    """What is compared: the shape alone, references inlined, with what follows the server's settings left out, and
+    a nullable field written one way (pydantic's `anyOf` with null, or the type list servers publish)."""
+    return nullable_as_type_lists(inline_refs(without(schema, DOC_KEYWORDS | SETTINGS_KEYWORDS)))
 
 
 # --- comparison --------------------------------------------------------------------------------------------

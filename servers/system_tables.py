@@ -1,7 +1,5 @@
 """The system-tables MCP server: read-only, capped access to the Databricks system tables."""
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 import anyio
@@ -45,30 +43,39 @@ class ClientSlots:
         self.wait_seconds = wait_seconds
         self._slots: dict[str, anyio.Semaphore] = {}
 
-    @contextlib.asynccontextmanager
-    async def hold(self, caller: str) -> AsyncIterator[None]:
-        """One slot of this caller's for the length of the block."""
+    def hold(self, caller: str) -> "_Slot":
+        """One slot of this caller's for the length of an `async with` block."""
         slots = self._slots.get(caller)
         if slots is None:
             slots = self._slots.setdefault(caller, anyio.Semaphore(self.per_client))
+        return _Slot(self, slots)
+
+
+class _Slot:
+    """A caller's slot, taken on entry and given back on exit: a class, not a generator, since every call takes one."""
+
+    __slots__ = ("_owner", "_slots")
+
+    def __init__(self, owner: ClientSlots, slots: anyio.Semaphore) -> None:
+        self._owner, self._slots = owner, slots
+
+    async def __aenter__(self) -> None:
         try:  # a free slot is taken at once, without a timer: the common case, on every call
-            slots.acquire_nowait()
-            acquired = True
+            self._slots.acquire_nowait()
+            return
         except anyio.WouldBlock:
-            acquired = False
-            with anyio.move_on_after(self.wait_seconds):
-                await slots.acquire()
-                acquired = True
-        if not acquired:
-            raise QueryRefused(
-                "concurrency",
-                f"this client already has {self.per_client} queries running and none finished within "
-                f"{self.wait_seconds:g} s; wait for them, or raise INSIGHT_QUERY__MAX_CONCURRENT_PER_CLIENT",
-            )
-        try:
-            yield
-        finally:
-            slots.release()
+            pass
+        with anyio.move_on_after(self._owner.wait_seconds):
+            await self._slots.acquire()
+            return
+        raise QueryRefused(
+            "concurrency",
+            f"this client already has {self._owner.per_client} queries running and none finished within "
+            f"{self._owner.wait_seconds:g} s; wait for them, or raise INSIGHT_QUERY__MAX_CONCURRENT_PER_CLIENT",
+        )
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._slots.release()
 
 
 def build_system_tables_server(settings: Settings, backend: SystemTables | None = None) -> InsightServer:

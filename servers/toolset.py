@@ -28,6 +28,7 @@ from mcp_types import (
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from insight_mcp.agents.core.json_schema import nullable_as_type_lists
 from insight_mcp.agents.core.tracing import TraceRecorder
 from insight_mcp.servers.common import annotations, guarded
 
@@ -97,6 +98,10 @@ class InsightServer(MCPServer):
                                 open_world=self.open_world)
             traced = guarded(name, server=self.name, tracer=lambda: self.tracer, metrics=lambda: self.metrics)(fn)
             self.tool(name=name, title=title, annotations=hints)(traced)
+            registered = self._tool_manager.get_tool(name)
+            if registered is not None and registered.fn_metadata.output_schema is not None:
+                # The SDK reads the published schema live; the server still checks answers against the model.
+                registered.fn_metadata.output_schema = nullable_as_type_lists(registered.fn_metadata.output_schema)
             return fn
 
         return register

@@ -3,6 +3,7 @@ the tags the supervisor groups by, nothing in the working directory, and calls u
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import time
@@ -13,7 +14,7 @@ import anyio
 import pytest
 
 from insight_mcp.agents.core.mlflow_store import open_client
-from insight_mcp.agents.core.tracing import experiment_traces
+from insight_mcp.agents.core.tracing import TRACE_VALUE_CHARS, SpanRecord, experiment_traces, record_line
 from insight_mcp.agents.settings import Settings, load_settings
 from insight_mcp.clients.client import ToolCallError, connect_in_process
 from insight_mcp.servers.app import build_servers, close_servers
@@ -292,3 +293,20 @@ def test_a_burst_is_written_after_it_ends_and_a_long_one_when_the_linger_is_up()
     finally:
         stop.set()
     assert 1 < len(first) and second[0]["n"] == len(first)
+
+
+def test_a_record_line_keeps_small_values_whole_and_cuts_large_ones() -> None:
+    record = SpanRecord(name="run_query", span_type="TOOL", inputs={"sql": "SELECT 1", "n": 2**70},
+                        outputs={"rows": [["a\u202eb", None, 1.5]], "when": dt.date(2026, 11, 30)},
+                        start_ns=1, end_ns=2, error=None, tags={"insight.tool": "run_query"})
+    line = json.loads(record_line(record))["record"]
+    assert line == {"name": "run_query", "span_type": "TOOL", "inputs": {"sql": "SELECT 1", "n": 2**70},
+                    "outputs": {"rows": [["a\u202eb", None, 1.5]], "when": "2026-11-30"},
+                    "start_ns": 1, "end_ns": 2, "error": None, "tags": {"insight.tool": "run_query"}}
+
+    big = SpanRecord(name="t", span_type="TOOL", inputs={}, outputs={"text": "x" * 100_000}, start_ns=1, end_ns=2,
+                     error="boom")
+    cut = json.loads(record_line(big))["record"]
+    assert cut["outputs"]["truncated"] is True and cut["outputs"]["chars"] == len('{"text":""}') + 100_000
+    assert len(cut["outputs"]["head"]) == TRACE_VALUE_CHARS and cut["outputs"]["head"].startswith('{"text":"xxx')
+    assert cut["inputs"] == {} and cut["error"] == "boom"

@@ -16,10 +16,11 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 import structlog
 
 from insight_mcp.agents.core.jsontext import dumps
@@ -157,7 +158,7 @@ class TraceRecorder:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            lines = [dumps({"flush": item} if isinstance(item, int) else {"record": _jsonable(item)}) for item in items]
+            lines = [dumps({"flush": item}) if isinstance(item, int) else record_line(item) for item in items]
             try:
                 if self._proc is None or self._proc.poll() is not None:
                     self._proc = self._spawn()
@@ -243,20 +244,23 @@ def experiment_traces(tracking_uri: str, experiment: str, page_size: int = 500) 
             return traces
 
 
-def _jsonable(record: SpanRecord) -> dict[str, Any]:
-    # A shallow copy: asdict would deep-copy a large answer only for `bounded` to cut it.
-    data = {f.name: getattr(record, f.name) for f in fields(record)}
-    data["inputs"] = bounded(record.inputs)
-    data["outputs"] = bounded(record.outputs)
-    return data
+def record_line(record: SpanRecord) -> str:
+    """One record as the JSON line the writer reads. Its inputs and answer are written to JSON once each (they are
+    most of the line) and set in as they are: this thread takes the interpreter lock from the server's calls."""
+    return orjson.dumps({"record": {
+        "name": record.name, "span_type": record.span_type,
+        "inputs": orjson.Fragment(bounded_json(record.inputs)),
+        "outputs": orjson.Fragment(bounded_json(record.outputs)),
+        "start_ns": record.start_ns, "end_ns": record.end_ns, "error": record.error, "tags": record.tags,
+    }}, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def bounded(value: Any, limit: int = TRACE_VALUE_CHARS) -> Any:
-    """The value itself when its JSON is small; otherwise its JSON cut at `limit` characters, marked as cut."""
+def bounded_json(value: Any, limit: int = TRACE_VALUE_CHARS) -> str:
+    """The value's JSON when it is small; otherwise the JSON of a marker holding its first `limit` characters."""
     try:
         text = dumps(value)
     except (TypeError, ValueError):
-        text = str(value)
+        text = dumps(str(value))
     if len(text) <= limit:
-        return value
-    return {"truncated": True, "chars": len(text), "head": text[:limit]}
+        return text
+    return dumps({"truncated": True, "chars": len(text), "head": text[:limit]})

@@ -165,10 +165,10 @@ class DuckDBSystemTables:
 
     def _thread_cursor(self) -> duckdb.DuckDBPyConnection:
         """This worker thread's cursor on the current connection, opened on its first statement."""
-        conn = self._connection()
         kept = getattr(self._local, "kept", None)
-        if kept is not None and kept[0] is conn:
+        if kept is not None and kept[0] is self._conn:  # the connection still open: no lock needed to see that
             return kept[1]  # type: ignore[no-any-return]
+        conn = self._connection()
         cursor = conn.cursor()
         with self._lock:
             self._thread_cursors.append(cursor)
@@ -200,30 +200,24 @@ class DuckDBSystemTables:
 
     def _run(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], max_rows: int,
              max_chars: int) -> QueryResult:
-        started = time.perf_counter()
-        with self._lock:
-            self._running.add(cursor)
-        try:
-            if max_rows <= SMALL_ANSWER:
-                small = self._small(cursor, sql, params, max_rows, max_chars, started)
-                if small is not None:
-                    return small
-            relation = cursor.sql(sql, params=params or None)
-            if relation is None:  # not a query: nothing to answer (the guard lets none through)
-                raise BackendError("the statement returned no result")
-            columns = [ColumnInfo(name=name, type=databricks_type(str(kind)))
-                       for name, kind in zip(relation.columns, relation.types, strict=True)]
-            reader = relation.to_arrow_reader(max_rows + 1)
-            batches, count = [], 0
-            for batch in reader:
-                batches.append(batch)
-                count += batch.num_rows
-                if count > max_rows:
-                    break
-            table = pa.Table.from_batches(batches, schema=reader.schema)
-        finally:
-            with self._lock:
-                self._running.discard(cursor)
+        started = time.perf_counter()  # a kept cursor: close() interrupts it with the others it keeps
+        if max_rows <= SMALL_ANSWER:
+            small = self._small(cursor, sql, params, max_rows, max_chars, started)
+            if small is not None:
+                return small
+        relation = cursor.sql(sql, params=params or None)
+        if relation is None:  # not a query: nothing to answer (the guard lets none through)
+            raise BackendError("the statement returned no result")
+        columns = [ColumnInfo(name=name, type=databricks_type(str(kind)))
+                   for name, kind in zip(relation.columns, relation.types, strict=True)]
+        reader = relation.to_arrow_reader(max_rows + 1)
+        batches, count = [], 0
+        for batch in reader:
+            batches.append(batch)
+            count += batch.num_rows
+            if count > max_rows:
+                break
+        table = pa.Table.from_batches(batches, schema=reader.schema)
         elapsed_ms = (time.perf_counter() - started) * 1000
         return answer_from_arrow(columns, table, more=False, max_rows=max_rows, max_chars=max_chars,
                                  elapsed_ms=elapsed_ms)
@@ -234,11 +228,12 @@ class DuckDBSystemTables:
         """A capped answer of a few rows as Python rows: for those, Arrow's reader costs more than the conversion it
         saves. None for a result with an interval column (Python's timedelta has no months: Arrow says it right)."""
         cursor.execute(sql, params or None)
-        kinds = [str(d[1]) for d in cursor.description or []]
+        description = cursor.description or []
+        kinds = [str(d[1]) for d in description]
         if any(kind.startswith("INTERVAL") for kind in kinds):
             return None
         columns = [ColumnInfo(name=d[0], type=databricks_type(kind))
-                   for d, kind in zip(cursor.description or [], kinds, strict=True)]
+                   for d, kind in zip(description, kinds, strict=True)]
         records = cursor.fetchmany(max_rows + 1)
         more = len(records) > max_rows
         return answer_from_rows(columns, records[:max_rows], more=more, max_rows=max_rows, max_chars=max_chars,
@@ -307,8 +302,9 @@ class DuckDBSystemTables:
     def _detach(self) -> tuple[list[duckdb.DuckDBPyConnection], ThreadPoolExecutor | None]:
         """Take the connection, the workers' cursors and the pool away from new callers; interrupt what runs."""
         with self._lock:
-            conn, pool, running = self._conn, self._pool, list(self._running)
+            conn, pool = self._conn, self._pool
             kept, self._thread_cursors = self._thread_cursors, []
+            running = [*self._running, *kept]  # the workers' kept cursors, idle or running a statement
             self._conn, self._pool = None, None
         for cursor in running:
             with contextlib.suppress(duckdb.Error):
