@@ -1,4 +1,4 @@
-"""One Starlette app mounting every MCP server at /<name>/mcp, with Host/Origin checks, a bearer token and /health."""
+"""One HTTP app serving every MCP server at /<name>/mcp, with Host/Origin checks, a bearer token and /health."""
 
 import contextlib
 import hmac
@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from insight_mcp.agents.core.tracing import TraceRecorder
@@ -123,6 +123,29 @@ class BearerTokenMiddleware:
         await self.app(scope, receive, send)
 
 
+class ServerRoutes:
+    """A request for /<server>/... goes straight to that server's app, as Starlette's Mount would send it (the prefix
+    moved to `root_path`); every other request, and the lifespan, to the Starlette app of /health, /metrics and the
+    status page. A tool call then passes one app's error and routing layers, not two: a few percent of `run_query`."""
+
+    def __init__(self, servers: dict[str, ASGIApp], rest: ASGIApp) -> None:
+        self.servers = {f"/{name}": app for name, app in servers.items()}
+        self.rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path: str = scope["path"]
+            end = path.find("/", 1)
+            prefix = path[:end] if end > 0 else None  # "/name" alone is no server's path: Mount never took it
+            app = self.servers.get(prefix) if prefix is not None else None
+            if app is not None:
+                root = scope.get("root_path", "")
+                await app({**scope, "root_path": root + prefix, "app_root_path": scope.get("app_root_path", root)},
+                          receive, send)
+                return
+        await self.rest(scope, receive, send)
+
+
 def _versions() -> dict[str, str]:
     return {
         "insight_mcp": VERSION, "mcp": version("mcp"), "duckdb": duckdb.__version__,
@@ -138,7 +161,7 @@ def _tracing_health(servers: dict[str, InsightServer]) -> dict[str, Any]:
     return {"enabled": True, "status": recorder.status, "written": recorder.written, "dropped": recorder.dropped}
 
 
-def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:
+def build_app(settings: Settings, names: list[str] | None = None) -> ASGIApp:
     """The HTTP app: each server at /<name>/mcp, /health, all behind Host/Origin checks and the token."""
     check_exposure(settings)
     servers = build_servers(settings, names)
@@ -147,14 +170,14 @@ def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:
         server.metrics = metrics
     # Host and Origin are checked once, for every route, by HostOriginMiddleware; the SDK still checks Content-Type.
     security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    mounts: list[Any] = []
+    apps: dict[str, ASGIApp] = {}
     for name, server in servers.items():
         sub = server.streamable_http_app(
             streamable_http_path="/mcp", transport_security=security, host=settings.host,
             event_store=SessionEventStore(), retry_interval=RETRY_MS,
         )
         give_each_session_its_own_store(server.session_manager)
-        mounts.append(Mount(f"/{name}", app=sub))
+        apps[name] = sub
 
     async def health(request: Request) -> Response:
         detail = bool(request.scope.get("state", {}).get("authorized", True))
@@ -195,10 +218,8 @@ def build_app(settings: Settings, names: list[str] | None = None) -> Starlette:
         body = await anyio.to_thread.run_sync(metrics.render)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    # The servers first: Starlette tries routes in order, and nearly every request is a tool call.
-    routes = [*mounts, Route("/health", health), Route("/metrics", metrics_route), *status_routes(settings)]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    routes = [Route("/health", health), Route("/metrics", metrics_route), *status_routes(settings)]
+    app: ASGIApp = ServerRoutes(apps, Starlette(routes=routes, lifespan=lifespan))
     if settings.api_token is not None:
-        app.add_middleware(BearerTokenMiddleware, token=settings.api_token.get_secret_value())
-    app.add_middleware(HostOriginMiddleware, hosts=allowed_hosts(settings), origins=allowed_origins(settings))
-    return app
+        app = BearerTokenMiddleware(app, token=settings.api_token.get_secret_value())
+    return HostOriginMiddleware(app, hosts=allowed_hosts(settings), origins=allowed_origins(settings))

@@ -354,3 +354,17 @@ def test_mlflow_down_degrades_to_the_ui_root(tmp_path: Path, monkeypatch: pytest
     assert not page.mlflow.reachable and "could not be reached" in (page.mlflow.note or "")
     assert set(page.mlflow.experiments.values()) == {"http://127.0.0.1:5000/"}
     assert all(j.run_url is None for j in page.jobs)
+
+
+def test_paths_that_are_no_servers_are_not_found(fixture_workspace: Path, tmp_path: Path) -> None:
+    from insight_mcp.servers.app import build_app
+
+    app = build_app(load_settings(home=tmp_path / "home", workspace_file=fixture_workspace))
+
+    async def ask() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:9000") as client:
+            return [(await client.get(path)).status_code
+                    for path in ("/health", "/nowhere/mcp", "/system-tables", "/system-tables/elsewhere", "/health/x")]
+
+    assert asyncio.run(ask()) == [200, 404, 404, 404, 404]
