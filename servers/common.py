@@ -74,6 +74,11 @@ def respond(model: BaseModel, *, source: str, cleaned: tuple[str, ...] = ()) -> 
     dumped = model.model_dump(mode="json", exclude=set(cleaned))
     data = {k: getattr(model, k) if k in cleaned else clean_value(dumped[k])
             for k in type(model).model_fields if k in cleaned or k in dumped}
+    return answer(data, source=source)
+
+
+def answer(data: dict[str, Any], *, source: str) -> CallToolResult:
+    """`respond` for data already JSON-safe and cleaned: a tool on every agent's hot path builds it directly."""
     return CallToolResult(content=[TextContent(type="text", text=fence(data, source=source))], structured_content=data)
 
 

@@ -15,8 +15,9 @@ from insight_mcp.agents.ingestion.engines import build_backend
 from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.sql.dialect import databricks_type
 from insight_mcp.agents.sql.guard import QueryRefused, guard_query
+from insight_mcp.agents.untrusted import clean_text
 from insight_mcp.agents.version import VERSION
-from insight_mcp.servers.common import UNTRUSTED_DATA, respond
+from insight_mcp.servers.common import UNTRUSTED_DATA, answer, respond
 from insight_mcp.servers.jobs import caller_of
 from insight_mcp.servers.toolset import InsightServer
 
@@ -138,12 +139,14 @@ def build_system_tables_server(settings: Settings, backend: SystemTables | None 
                 Statement(databricks_sql=guardedq.databricks_sql, duckdb_sql=guardedq.duckdb_sql),
                 max_rows=guardedq.limit, max_chars=limits.max_chars, timeout_seconds=limits.timeout_seconds,
             )
-        answer = QueryAnswer.model_construct(  # the backend's answer builder made it; the SDK checks it on the way out
-            columns=result.columns, rows=result.rows, row_count=result.row_count, truncated=result.truncated,
-            truncation_reason=result.truncation_reason, statement_ms=result.elapsed_ms, tables=list(guardedq.tables),
-            executed_sql=guardedq.databricks_sql,
-        )
-        return respond(answer, source=SOURCE, cleaned=("rows",))  # every backend's answer builder cleaned them
+        # QueryAnswer's fields, built directly: the rows were cleaned by every backend's answer builder, the types,
+        # tables and reason are ours, and the SDK checks the whole against QueryAnswer on the way out.
+        return answer({
+            "columns": [{"name": clean_text(c.name), "type": c.type} for c in result.columns], "rows": result.rows,
+            "row_count": result.row_count, "truncated": result.truncated, "truncation_reason": result.truncation_reason,
+            "statement_ms": result.elapsed_ms, "tables": list(guardedq.tables),
+            "executed_sql": clean_text(guardedq.databricks_sql),
+        }, source=SOURCE)
 
     @server.declare(
         "audit_events", title="Search audit events",

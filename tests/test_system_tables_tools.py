@@ -292,3 +292,16 @@ async def test_a_call_past_the_client_limit_is_refused_once_the_wait_is_over(
     assert "already has 1 queries running" in refused.value.message
     assert "INSIGHT_QUERY__MAX_CONCURRENT_PER_CLIENT" in refused.value.message
     assert first == [7] and backend.most == 1
+
+
+async def test_run_query_cleans_names_and_sql_the_caller_wrote(client: OneShotClient) -> None:
+    """An alias or a literal is the caller's text, maybe copied from a log line: no invisible or control characters
+    reach the answer, in its structured data or its fenced text."""
+    sql = "SELECT 'x\u202eexe.gnp' AS \"admin\u200b\u202ename\", 1 AS \"n\x1b[2J\" FROM system.access.audit"
+    got = await client.call("run_query", {"sql": sql, "limit": 1})
+    answer = got.structured
+    assert [c["name"] for c in answer["columns"]] == ["adminname", "n[2J"]
+    assert answer["rows"] == [["xexe.gnp", 1]]
+    assert "\u202e" not in answer["executed_sql"] and "\u200b" not in answer["executed_sql"]
+    assert "\x1b" not in answer["executed_sql"]
+    assert not any(ch in got.text for ch in ("\u202e", "\u200b", "\x1b"))
