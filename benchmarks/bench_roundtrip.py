@@ -91,16 +91,19 @@ uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=int(sys.argv[1]
 
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(600):
+def wait_ready(url: str, proc: subprocess.Popen[bytes], *, limit: float = 60.0, request_timeout: float = 0.5,
+               pause: float = 0.1) -> None:
+    """Until the server answers `url`; a server that exits or takes longer than `limit` seconds ends the run."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited early with code {proc.returncode}")
         try:
-            httpx.get(url, timeout=0.5)
+            httpx.get(url, timeout=request_timeout)
             return
         except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
+            time.sleep(pause)
+    raise SystemExit(f"{url} did not come up within {limit:g} s")
 
 
 def _cpu_seconds(tmp: Path) -> float:
