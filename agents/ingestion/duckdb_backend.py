@@ -200,7 +200,8 @@ class DuckDBSystemTables:
 
     def _run(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], max_rows: int,
              max_chars: int) -> QueryResult:
-        started = time.perf_counter()  # a kept cursor: close() interrupts it with the others it keeps
+        # The cursor is this worker's kept one: close() interrupts it with the others the backend keeps.
+        started = time.perf_counter()
         if max_rows <= SMALL_ANSWER:
             small = self._small(cursor, sql, params, max_rows, max_chars, started)
             if small is not None:
