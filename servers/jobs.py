@@ -26,8 +26,10 @@ MAX_WAIT_SECONDS = 300
 
 def caller_of(ctx: Context[Any, Any]) -> str:
     """Who is calling, for binding jobs: the holder of the bearer token, else this machine's clients."""
-    headers = ctx.headers or {}
-    authorization = headers.get("authorization", "")
+    headers = ctx.headers
+    if headers is None or "authorization" not in headers:  # Starlette's `get` of a missing header raises, then catches
+        return "local"
+    authorization = headers["authorization"]
     if authorization.lower().startswith("bearer "):
         return "token:" + hashlib.sha256(authorization[7:].strip().encode()).hexdigest()[:24]
     return "local"

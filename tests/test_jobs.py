@@ -174,3 +174,23 @@ def test_closing_with_a_job_running_ends_promptly_and_says_so(tmp_path: Path) ->
     closer.join(timeout=60)
     assert not closer.is_alive(), "close() deadlocked with its own jobs"
     assert {j.status for j in JobRunner(StateStore(tmp_path / "state.db")).list("alice")} == {"cancelled"}
+
+
+def test_the_caller_is_the_holder_of_the_bearer_token_else_this_machine() -> None:
+    from types import SimpleNamespace
+
+    from starlette.datastructures import Headers
+
+    from insight_mcp.servers.jobs import caller_of
+
+    def who(headers: Headers | None) -> str:
+        return caller_of(SimpleNamespace(headers=headers))  # type: ignore[arg-type]
+
+    alice = who(Headers({"authorization": "Bearer alice-token", "host": "127.0.0.1"}))
+    assert alice.startswith("token:") and len(alice) == len("token:") + 24 and "alice" not in alice
+    assert who(Headers({"Authorization": "bearer  alice-token "})) == alice  # scheme and spacing as HTTP allows
+    assert who(Headers({"authorization": "Bearer bob-token"})) not in (alice, "local")
+    assert who(Headers({"authorization": "Basic YWxpY2U6eA=="})) == "local"
+    assert who(Headers({"host": "127.0.0.1"})) == "local"
+    assert who(Headers({})) == "local"
+    assert who(None) == "local"
