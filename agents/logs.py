@@ -53,12 +53,12 @@ class CallLogger:
     def __init__(self, name: str) -> None:
         self.name = name
         self._bound: Any = None
-        self._under: tuple[Any, ...] = ()
+        self._under: tuple[Any, Any, Any] | None = None
 
     def get(self) -> Any:
         config = structlog.get_config()
         under = (config["processors"], config["wrapper_class"], config["logger_factory"])
-        if len(under) != len(self._under) or any(a is not b for a, b in zip(under, self._under, strict=True)):
+        if self._under is None or any(now is not then for now, then in zip(under, self._under, strict=True)):
             self._bound = structlog.get_logger(self.name).bind()
             self._under = under
         return self._bound

@@ -30,12 +30,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from insight_mcp.agents.core.json_schema import nullable_as_type_lists
+from insight_mcp.agents.core.json_schema import DATA_KEYWORDS, nullable_as_type_lists
 
 SCHEMAS_DIR = Path(__file__).parent / "schemas"
 REFRESH = "python -m insight_mcp.clients.pins"
 DOC_KEYWORDS = frozenset({"title", "description", "examples"})
-DATA_KEYWORDS = frozenset({"default", "enum", "const"})  # their values are data, never schemas
 NAMED_SCHEMAS = frozenset({"properties", "$defs", "definitions", "patternProperties"})
 LIMIT_KEYWORDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength",
                             "maxLength", "minItems", "maxItems"})
