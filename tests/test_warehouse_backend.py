@@ -9,9 +9,12 @@ act on for each way it goes wrong, with no secret in it.
 from __future__ import annotations
 
 import datetime as dt
+import http.client
+import http.server
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -266,6 +269,84 @@ def test_rate_limits_and_brief_outages_are_retried_with_backoff(emulator: Wareho
         anyio.run(backend.close)
     submits = [r for r in emulator.requests if r["path"] == "/api/2.0/sql/statements"]
     assert len(submits) >= 3
+
+
+class ForwardProxy:
+    """A plain HTTP forward proxy on localhost, as a corporate network puts in front of a workspace: it relays each
+    absolute-URI request to its target and remembers the targets."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        proxy = self
+
+        class Relay(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def relay(self) -> None:
+                proxy.seen.append(self.path)
+                target = urllib.parse.urlsplit(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in {"proxy-connection"}}
+                    path = target.path + (f"?{target.query}" if target.query else "")
+                    upstream.request(self.command, path, body=body or None, headers=headers)
+                    reply = upstream.getresponse()
+                    payload = reply.read()
+                finally:
+                    upstream.close()
+                self.send_response(reply.status)
+                for key, value in reply.getheaders():
+                    if key.lower() not in {"content-length", "transfer-encoding", "connection"}:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = relay
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ForwardProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_the_proxy_settings_of_the_environment_are_honoured_and_read_once(emulator: WarehouseEmulator, token: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        proxied = warehouse(emulator)
+        try:
+            assert run(proxied, "SELECT count(*) AS n FROM system.access.audit").rows == [[240]]
+            monkeypatch.delenv("HTTP_PROXY")  # read when the client was made: a running server keeps its route
+            assert run(proxied, "SELECT count(*) AS n FROM system.access.audit").rows == [[240]]
+        finally:
+            anyio.run(proxied.close)
+        through = [p for p in proxy.seen if "/api/2.0/sql/statements" in p]
+        assert len(through) >= 2 and all(p.startswith(emulator.url) for p in through)
+
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # this host is to be reached directly
+        before = len(proxy.seen)
+        direct = warehouse(emulator)
+        try:
+            assert run(direct, "SELECT count(*) AS n FROM system.access.audit").rows == [[240]]
+        finally:
+            anyio.run(direct.close)
+        assert len(proxy.seen) == before
 
 
 def test_the_backend_sends_only_single_reads(emulator: WarehouseEmulator, token: str) -> None:

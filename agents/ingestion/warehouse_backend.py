@@ -20,6 +20,7 @@ import datetime as dt
 import decimal
 import functools
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -55,7 +56,6 @@ _TERMINAL = {"SUCCEEDED", "FAILED", "CANCELED", "CLOSED"}
 _POLL_FIRST, _POLL_MAX = 0.05, 1.0
 
 
-
 def _storage_session() -> Any:
     """Downloads of result chunks from the warehouse's storage, retried: a link is a plain GET, safe to repeat, and
     a pooled connection the storage closed while a long statement ran fails the next request (RemoteDisconnected)."""
@@ -69,6 +69,25 @@ def _storage_session() -> Any:
     session.mount("http://", HTTPAdapter(max_retries=retry))
     session.mount("https://", HTTPAdapter(max_retries=retry))
     return session
+
+
+def _environment_read_once(client: Any, host: str) -> None:
+    """requests reads the proxy and CA-bundle variables on every request, walking all of os.environ twice (about
+    0.08 ms a statement); a server's environment does not change, so read them once, for the one host this client
+    talks to (NO_PROXY honoured), and let the session stop looking. Left as it is if the SDK keeps its session
+    elsewhere than 0.156 does. The SDK sets its own auth, so the session's netrc lookup was never used."""
+    import requests
+    import requests.utils
+
+    session = getattr(getattr(getattr(client, "api_client", None), "_api_client", None), "_session", None)
+    if not isinstance(session, requests.Session) or not session.trust_env:
+        return
+    session.proxies.update(requests.utils.get_environ_proxies(host, no_proxy=None))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle and session.verify is True:
+        session.verify = bundle
+    session.trust_env = False
+
 
 class WarehouseUnavailable(BackendError):
     """The SDK is missing, the configuration is incomplete, or the workspace cannot be reached."""
@@ -233,6 +252,7 @@ class WarehouseSystemTables:
                 raise WarehouseUnavailable(f"INSIGHT_BACKEND=databricks needs the SQL warehouse's id: set "
                                            f"{WAREHOUSE_SETTING}")
             self._client, self._warehouse = WorkspaceClient(config=cfg), warehouse
+            _environment_read_once(self._client, str(cfg.host))
             self._storage = _storage_session()  # external links carry their own credentials: never ours
             return self._client, warehouse
 
