@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from insight_mcp.agents.ingestion.answer_builder import answer_from_arrow, answer_from_rows
-from insight_mcp.agents.ingestion.backend import BackendError, ColumnInfo
+from insight_mcp.agents.ingestion.backend import BackendError, ColumnInfo, Statement
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
 from insight_mcp.agents.security.engine import DetectionEngine
 from insight_mcp.agents.security.model import Finding
@@ -154,6 +155,47 @@ def test_arrow_and_rows_give_the_same_answer_with_json_safe_values() -> None:
     zoned = pa.table({"t": pa.array([dt.datetime(2026, 1, 1, 10)], pa.timestamp("us", tz="UTC"))})
     assert answer_from_arrow(_cols("t"), zoned, more=False, max_rows=1, max_chars=100,
                              elapsed_ms=0).rows == [["2026-01-01T10:00:00Z"]]
+
+
+def test_an_interval_column_keeps_its_months_whether_the_answer_is_small_or_large(fixture_workspace: Path) -> None:
+    backend = DuckDBSystemTables(fixture_workspace)
+    sql = ("SELECT event_id, INTERVAL 1 MONTH + INTERVAL 3 DAY AS lease, event_time - event_time AS zero "
+           "FROM access.audit ORDER BY event_id")
+
+    async def both() -> list[Any]:
+        statement = Statement(databricks_sql="SELECT 1", duckdb_sql=sql)
+        small = await backend.execute(statement, max_rows=3, max_chars=10**6, timeout_seconds=30)  # Python rows
+        large = await backend.execute(statement, max_rows=500, max_chars=10**6, timeout_seconds=30)  # Arrow
+        return [small, large]
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no warning reaches a caller's log either
+            small, large = anyio.run(both)
+    finally:
+        anyio.run(backend.close)
+    assert [c.type for c in small.columns] == ["string", "interval", "interval"] == [c.type for c in large.columns]
+    assert small.rows[0][1:] == ["1 months 3 days 0 seconds", 0.0]  # a timedelta would have lost the month
+    assert small.rows == large.rows[:3]
+    assert small.truncated and small.row_count == 3 and "more than 3 rows" in (small.truncation_reason or "")
+    assert not large.truncated and large.row_count == 240
+
+
+def test_a_capped_small_answer_leaves_its_thread_ready_for_any_next_statement(fixture_workspace: Path) -> None:
+    backend = DuckDBSystemTables(fixture_workspace, workers=1)  # one worker: every statement on its kept cursor
+    statement = Statement(databricks_sql="SELECT 1", duckdb_sql="SELECT event_id FROM access.audit ORDER BY event_id")
+
+    async def turns() -> list[tuple[int, bool]]:
+        out = []
+        for cap in (3, 150, 3, 3, 150, 150):  # Python rows, Arrow, ... each cut short with rows left unread
+            answer = await backend.execute(statement, max_rows=cap, max_chars=10**6, timeout_seconds=30)
+            out.append((answer.row_count, answer.truncated))
+        return out
+
+    try:
+        assert anyio.run(turns) == [(3, True), (150, True), (3, True), (3, True), (150, True), (150, True)]
+    finally:
+        anyio.run(backend.close)
 
 
 def test_answers_are_capped_by_rows_and_by_characters() -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,6 +42,9 @@ LOCKED_CONFIG: dict[str, Any] = {
     "allow_community_extensions": False,
 }
 SCRATCH = "scratch"  # the in-memory database beside the workspace, for the detection runner's shared tables
+# DuckDB warns that Arrow from an executed cursor copies the rows once more: for at most SMALL_ANSWER rows with an
+# interval column that is nothing beside executing the statement a second time, so the warning is not for our callers.
+_COPY_WARNING = "Arrow output on a DB-API result makes an extra copy"
 SMALL_ANSWER = 100  # answers capped at up to this many rows are read as Python rows, larger ones through Arrow
 T = TypeVar("T")
 _SCRATCH_LOCKS: dict[str, threading.Lock] = {}
@@ -82,6 +86,20 @@ def open_readonly(path: Path, *, threads: int | None = None) -> duckdb.DuckDBPyC
         conn.execute("SET GLOBAL lock_configuration = true")
     conn.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {SCRATCH} (READ_WRITE)")
     return conn
+
+
+def _from_reader(columns: list[ColumnInfo], reader: pa.RecordBatchReader, max_rows: int, max_chars: int,
+                 started: float) -> QueryResult:
+    """The capped answer from an Arrow stream, read no further than one row past the cap."""
+    batches, count = [], 0
+    for batch in reader:
+        batches.append(batch)
+        count += batch.num_rows
+        if count > max_rows:
+            break
+    table = pa.Table.from_batches(batches, schema=reader.schema)
+    return answer_from_arrow(columns, table, more=False, max_rows=max_rows, max_chars=max_chars,
+                             elapsed_ms=(time.perf_counter() - started) * 1000)
 
 
 class _Running:
@@ -203,39 +221,35 @@ class DuckDBSystemTables:
         # The cursor is this worker's kept one: close() interrupts it with the others the backend keeps.
         started = time.perf_counter()
         if max_rows <= SMALL_ANSWER:
-            small = self._small(cursor, sql, params, max_rows, max_chars, started)
-            if small is not None:
-                return small
+            return self._small(cursor, sql, params, max_rows, max_chars, started)
         relation = cursor.sql(sql, params=params or None)
         if relation is None:  # not a query: nothing to answer (the guard lets none through)
             raise BackendError("the statement returned no result")
         columns = [ColumnInfo(name=name, type=databricks_type(str(kind)))
                    for name, kind in zip(relation.columns, relation.types, strict=True)]
-        reader = relation.to_arrow_reader(max_rows + 1)
-        batches, count = [], 0
-        for batch in reader:
-            batches.append(batch)
-            count += batch.num_rows
-            if count > max_rows:
-                break
-        table = pa.Table.from_batches(batches, schema=reader.schema)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        return answer_from_arrow(columns, table, more=False, max_rows=max_rows, max_chars=max_chars,
-                                 elapsed_ms=elapsed_ms)
+        return _from_reader(columns, relation.to_arrow_reader(max_rows + 1), max_rows, max_chars, started)
 
     @staticmethod
     def _small(cursor: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], max_rows: int, max_chars: int,
-               started: float) -> QueryResult | None:
+               started: float) -> QueryResult:
         """A capped answer of a few rows as Python rows: for those, Arrow's reader costs more than the conversion it
-        saves. None for a result with an interval column (Python's timedelta has no months: Arrow says it right)."""
+        saves. A result with an interval column is read as Arrow from the same execution (Python's timedelta has no
+        months: Arrow says it right)."""
         cursor.execute(sql, params or None)
-        description = cursor.description or []
-        kinds = [str(d[1]) for d in description]
-        if any(kind.startswith("INTERVAL") for kind in kinds):
-            return None
-        columns = [ColumnInfo(name=d[0], type=databricks_type(kind))
-                   for d, kind in zip(description, kinds, strict=True)]
-        records = cursor.fetchmany(max_rows + 1)
+        try:
+            description = cursor.description or []
+            kinds = [str(d[1]) for d in description]
+            columns = [ColumnInfo(name=d[0], type=databricks_type(kind))
+                       for d, kind in zip(description, kinds, strict=True)]
+            if any(kind.startswith("INTERVAL") for kind in kinds):
+                # Filtered here rather than at import, where a caller's catch_warnings block could undo it.
+                warnings.filterwarnings("ignore", message=_COPY_WARNING, category=UserWarning)
+                return _from_reader(columns, cursor.to_arrow_reader(max_rows + 1), max_rows, max_chars, started)
+            records = cursor.fetchmany(max_rows + 1)
+        finally:
+            # The rows past the cap are left unread, and DuckDB refuses the kept cursor's next statement while a
+            # result is pending ("connection has an unfinished result"): drop them.
+            cursor.abort()
         more = len(records) > max_rows
         return answer_from_rows(columns, records[:max_rows], more=more, max_rows=max_rows, max_chars=max_chars,
                                 elapsed_ms=(time.perf_counter() - started) * 1000)
