@@ -29,8 +29,8 @@ from insight_mcp.agents.evaluation.runs import EvaluationError
 from insight_mcp.agents.evaluation.user_prompts import field_values, keep_variables, template_variables
 from insight_mcp.agents.optimization import registry
 from insight_mcp.agents.optimization.model import OptimizationRequest
-from insight_mcp.agents.optimization.optimizers import EXAMPLES_HEADER
-from insight_mcp.agents.optimization.service import run_optimization
+from insight_mcp.agents.optimization.optimizers import EXAMPLES_HEADER, Proposal
+from insight_mcp.agents.optimization.service import _register_keeping_variables, run_optimization
 from insight_mcp.agents.settings import Settings, load_settings
 
 
@@ -77,6 +77,31 @@ def test_the_template_variables_are_the_programs_inputs_and_are_kept() -> None:
     assert restored == ["question", "customer.name"]
     assert template_variables(kept) == ("question", "customer.name"), "the agent can still fill every variable"
     assert keep_variables(template, template + " Be brief.") == (template + " Be brief.", [])
+
+
+def test_a_version_the_optimizer_registered_without_the_agents_variables_is_replaced_and_says_so(
+        bot: Settings) -> None:
+    client = open_client(bot.tracking_uri)
+    champion = client.load_prompt(f"prompts:/{PROMPT}@{PRODUCTION_ALIAS}")
+    lost = client.register_prompt(PROMPT, "Reply kindly.")  # as mlflow.genai.optimize_prompts registers its result
+    proposal = Proposal(template="Reply kindly.", note="gepa", registered_version=str(lost.version))
+    version = _register_keeping_variables(bot, request(), proposal, VAGUE_TEMPLATE, str(champion.version), "run-7",
+                                          {"insight.framework": "mlflow"}, generic=True)
+    assert version not in {str(lost.version), str(champion.version)}
+    fixed = client.get_prompt_version(PROMPT, version)
+    assert template_variables(fixed.template) == ("message",) and fixed.template.startswith("Reply kindly.")
+    assert "put back (message)" in proposal.note
+    assert registry.alias_version(bot, PROMPT, registry.CANDIDATE_ALIAS) == version
+    orphan = {v.version: v for v in registry.list_versions(bot, PROMPT).versions}[str(lost.version)]
+    assert orphan.tags[registry.REPLACED_BY_TAG] == version and orphan.optimization_run_id == "run-7"
+    assert orphan.source == "optimization" and orphan.aliases == []
+    # a proposal that kept them is registered once, and nothing is marked replaced
+    whole = Proposal(template=VAGUE_TEMPLATE + " Be brief.", note="bootstrap")
+    again = _register_keeping_variables(bot, request(), whole, VAGUE_TEMPLATE, str(champion.version), "run-8", {},
+                                        generic=True)
+    assert client.get_prompt_version(PROMPT, again).template == VAGUE_TEMPLATE + " Be brief."
+    assert not any(registry.REPLACED_BY_TAG in v.tags and v.version != str(lost.version)
+                   for v in registry.list_versions(bot, PROMPT).versions)
 
 
 def test_a_user_agents_prompt_is_optimized_from_its_own_tagged_traces(bot: Settings) -> None:

@@ -31,6 +31,7 @@ PROMOTED_FROM_TAG = "insight.promoted_from"
 PROMOTED_AT_TAG = "insight.promoted_at"
 PROMOTED_BY_TAG = "insight.promoted_by"
 ROLLED_BACK_AT_TAG = "insight.rolled_back_at"
+REPLACED_BY_TAG = "insight.replaced_by"  # an optimizer's own registration we had to fix: the version that did
 MAX_VERSIONS = 200
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,9}$")

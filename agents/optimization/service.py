@@ -180,14 +180,11 @@ def _champion_and_challenger(
         result.reason = f"no candidate to compare: {proposal.note}"
         return result, None
 
-    if kind.generic:  # the agent fills the template in: a variable the optimizer dropped is put back
-        proposal.template, restored = keep_variables(champion.template, proposal.template)
-        if restored:
-            proposal.note += f"; the variables it dropped were put back ({', '.join(restored)})"
-            proposal.registered_version = None  # MLflow registered the text without them: register the fixed one
     say(0.72, "registering the candidate")
     _check(budget)
-    result.candidate_version = _register(settings, request, proposal, champion.version, result.mlflow_run_id, tags)
+    result.candidate_version = _register_keeping_variables(settings, request, proposal, champion.template,
+                                                           champion.version, result.mlflow_run_id, tags,
+                                                           generic=kind.generic)
     template = proposal.template
     dropped = dropped_rules(champion.template, template)
     if dropped:  # kept for a person to read, never compared or promoted
@@ -244,6 +241,25 @@ def dropped_rules(champion: str, candidate: str) -> str | None:
 def _check(budget: LMBudget) -> None:
     if budget.cancelled.is_set():
         raise Cancelled("the optimization was cancelled")
+
+
+def _register_keeping_variables(settings: Settings, request: OptimizationRequest, proposal: Proposal,
+                                champion_template: str, champion: str, run_id: str | None, tags: dict[str, str], *,
+                                generic: bool) -> str:
+    """Register the candidate; a user's agent fills its template in, so a variable the optimizer dropped is put back
+    first, and a version MLflow registered without it is tagged as replaced rather than left looking like ours."""
+    assert proposal.template is not None
+    orphan = None
+    if generic:
+        proposal.template, restored = keep_variables(champion_template, proposal.template)
+        if restored:
+            proposal.note += f"; the variables it dropped were put back ({', '.join(restored)})"
+            orphan, proposal.registered_version = proposal.registered_version, None
+    version = _register(settings, request, proposal, champion, run_id, tags)
+    if orphan is not None:
+        registry.tag_existing_candidate(settings, request.prompt, orphan, run_id=run_id, parent_version=champion,
+                                        tags={**tags, registry.REPLACED_BY_TAG: version}, alias=False)
+    return version
 
 
 def _register(settings: Settings, request: OptimizationRequest, proposal: Proposal, champion: str,
