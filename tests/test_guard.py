@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 import anyio
 import duckdb
 import pytest
+import sqlglot
+from sqlglot import exp
 from workspace_fixture import audit_rows, cluster_rows, query_rows
 
 from insight_mcp.agents.ingestion.backend import QueryTimeout, Statement
@@ -1043,3 +1045,25 @@ def test_a_query_nested_past_what_the_parser_can_check_is_refused_with_a_reason(
     with pytest.raises(QueryRefused) as refused:
         _guard(f"SELECT {expression} AS v FROM system.access.audit")
     assert refused.value.rule == "parse" and "too deeply" in refused.value.detail
+
+
+def test_one_renamer_points_system_tables_where_each_engine_keeps_them() -> None:
+    from insight_mcp.agents.ingestion.warehouse_backend import placed
+    from insight_mcp.agents.sql.dialect import rename_catalog, rename_tables
+
+    sql = ("WITH audit AS (SELECT 1 AS n) SELECT a.event_id FROM System.Access.Audit AS a "
+           "JOIN system.billing.usage AS u ON a.workspace_id = u.workspace_id JOIN audit ON 1 = 1 "
+           "JOIN other.x.t ON 1 = 1")
+    tree = sqlglot.parse_one(sql, read="databricks")
+    embedded = rename_catalog(tree).sql("duckdb")
+    assert "FROM access.audit AS a JOIN billing.usage AS u" in embedded and "JOIN other.x.t" in embedded
+    assert "system" not in embedded.lower() and "JOIN audit ON" in embedded  # the CTE is not a table to move
+    spark = rename_tables(tree, lambda schema, table: exp.table_(f"v_{schema}_{table}")).sql("spark")
+    assert "FROM v_access_audit AS a JOIN v_billing_usage AS u" in spark
+    warehouse, schema = placed(sql, "prod_system")
+    assert "FROM prod_system.access.audit AS a JOIN prod_system.billing.usage AS u" in warehouse and schema is None
+    assert tree.sql("databricks").startswith("WITH audit AS"), "the caller's tree is left as it was"
+    # what a reference carries besides its name stays with it
+    travelled = rename_catalog(sqlglot.parse_one("SELECT * FROM system.access.audit VERSION AS OF 3",
+                                                 read="databricks"))
+    assert travelled.sql("duckdb") == "SELECT * FROM access.audit FOR VERSION AS OF 3"

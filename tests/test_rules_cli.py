@@ -23,13 +23,13 @@ from typer.testing import CliRunner
 from insight_mcp.agents.ingestion.catalog import column_types
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
 from insight_mcp.agents.security.case_workspace import build_workspace
-from insight_mcp.agents.security.compiler import RUNTIME_PARAMS, rename_tables
+from insight_mcp.agents.security.compiler import RUNTIME_PARAMS
 from insight_mcp.agents.security.engine import DetectionEngine, baseline_start
 from insight_mcp.agents.security.export import ExportError, export_rules, portable_sql
 from insight_mcp.agents.security.rule_cases import cases_by_rule
 from insight_mcp.agents.security.rules import builtin_rule_dirs, configured_rules
 from insight_mcp.agents.settings import DetectionSettings, Settings, load_settings
-from insight_mcp.agents.sql.dialect import ColumnTypes, compat_transforms
+from insight_mcp.agents.sql.dialect import ColumnTypes, compat_transforms, rename_tables
 from insight_mcp.agents.version import VERSION
 from insight_mcp.clients.cli import app
 from insight_mcp.clients.client import connect_in_process

@@ -43,7 +43,7 @@ from insight_mcp.agents.ingestion.backend import (
 )
 from insight_mcp.agents.ingestion.catalog import get_table
 from insight_mcp.agents.settings import DatabricksSettings
-from insight_mcp.agents.sql.dialect import CATALOG, databricks_type
+from insight_mcp.agents.sql.dialect import CATALOG, databricks_type, rename_tables
 from insight_mcp.agents.sql.refused import QueryRefused
 from insight_mcp.agents.version import VERSION
 
@@ -201,14 +201,7 @@ def placed(sql: str, catalog: str) -> tuple[str, str | None]:
     ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
     schemas = {t.db.lower() for t in tree.find_all(exp.Table) if t.name.lower() not in ctes or t.db}
     if catalog.lower() != CATALOG:
-        def swap(node: exp.Expression) -> exp.Expression:
-            if isinstance(node, exp.Table) and node.catalog.lower() == CATALOG:
-                new = node.copy()
-                new.set("catalog", exp.to_identifier(catalog))
-                return new
-            return node
-
-        tree = tree.transform(swap, copy=True)
+        tree = rename_tables(tree, lambda schema, table: exp.table_(table, db=schema, catalog=catalog))
     schema = next(iter(schemas)) if len(schemas) == 1 and "" not in schemas else None
     return tree.sql("databricks"), schema
 

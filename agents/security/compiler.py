@@ -23,7 +23,7 @@ from sqlglot.errors import ParseError, TokenError
 from insight_mcp.agents.ingestion.duckdb_backend import SCRATCH
 from insight_mcp.agents.security.model import ParamValue, Rollup, Rule
 from insight_mcp.agents.security.reference_lists import resolve_parameter
-from insight_mcp.agents.sql.dialect import CATALOG, compat_transforms
+from insight_mcp.agents.sql.dialect import compat_transforms, rename_tables
 from insight_mcp.agents.sql.generators import check_generators
 from insight_mcp.agents.sql.guard import QueryRefused, check_functions, check_recursion, check_shape, check_tables
 
@@ -257,21 +257,6 @@ def bind_parameters(tree: exp.Expression, values: Mapping[str, ParamValue]) -> e
         if len(items) == 1 and isinstance(items[0], exp.Tuple):
             node.set("expressions", items[0].expressions)
     return bound
-
-
-def rename_tables(tree: exp.Expression, target: Callable[[str, str], exp.Table]) -> exp.Expression:
-    """Point every `system.<schema>.<table>` where the engine keeps it."""
-
-    def swap(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Table) and node.catalog.lower() == CATALOG and isinstance(node.this, exp.Identifier):
-            new = target(node.db.lower(), node.name.lower())
-            for key in ("alias", "joins", "pivots", "laterals"):
-                if node.args.get(key) is not None:
-                    new.set(key, node.args[key])
-            return new
-        return node
-
-    return tree.transform(swap, copy=True)
 
 
 def sargable_pairs(tree: exp.Expression) -> exp.Expression:

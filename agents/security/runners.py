@@ -34,7 +34,6 @@ from insight_mcp.agents.security.compiler import (
     RuleCompileError,
     explain_or_fail,
     point_at_rollups,
-    rename_tables,
     render_duckdb,
     rollup_table,
     sargable_pairs,
@@ -42,7 +41,7 @@ from insight_mcp.agents.security.compiler import (
 from insight_mcp.agents.security.pipeline import RuleResult, RuleStat
 from insight_mcp.agents.security.ruleset import RuleSet
 from insight_mcp.agents.settings import DetectionSettings
-from insight_mcp.agents.sql.dialect import ColumnTypes, compat_transforms
+from insight_mcp.agents.sql.dialect import ColumnTypes, compat_transforms, rename_tables
 
 log = structlog.get_logger("insight_mcp.detections")
 

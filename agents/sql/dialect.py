@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlglot
@@ -18,6 +19,27 @@ CATALOG = "system"  # the Databricks catalog every system table lives in
 def local_table_name(schema_name: str, table_name: str) -> tuple[str, str]:
     """Where `system.<schema>.<table>` lives in the embedded workspace: same schema and table, default catalog."""
     return schema_name.lower(), table_name.lower()
+
+
+def rename_tables(tree: exp.Expression, target: Callable[[str, str], exp.Table]) -> exp.Expression:
+    """Point every `system.<schema>.<table>` where an engine keeps it (`target` gets schema and table, lower case);
+    the reference keeps everything else it has: alias, joins, time travel."""
+
+    def swap(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Table) and node.catalog.lower() == CATALOG and isinstance(node.this, exp.Identifier):
+            where = target(node.db.lower(), node.name.lower())
+            new = node.copy()
+            for key in ("catalog", "db", "this"):
+                new.set(key, where.args.get(key))
+            return new
+        return node
+
+    return tree.transform(swap, copy=True)
+
+
+def rename_catalog(tree: exp.Expression) -> exp.Expression:
+    """Point `system.<schema>.<table>` at the workspace file's `<schema>.<table>`: DuckDB reserves `system`."""
+    return rename_tables(tree, lambda schema, table: exp.table_(*reversed(local_table_name(schema, table))))
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,8 +144,6 @@ def compat_transforms(tree: exp.Expression, types: ColumnTypes | None = None) ->
 @functools.lru_cache(maxsize=256)
 def to_duckdb(sql: str, types: ColumnTypes | None = None) -> str:
     """Transpile trusted Databricks SQL (our own tools and rules) for the embedded engine, once per text."""
-    from insight_mcp.agents.sql.guard import rename_catalog
-
     tree = sqlglot.parse_one(sql, read="databricks")
     return compat_transforms(rename_catalog(tree), types).sql("duckdb")
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from insight_mcp.agents.sql.dialect import CATALOG, ColumnTypes, compat_transforms, local_table_name
+from insight_mcp.agents.sql.dialect import CATALOG, ColumnTypes, compat_transforms, rename_catalog
 from insight_mcp.agents.sql.generators import check_generators
 from insight_mcp.agents.sql.refused import ONLY_READS, QueryRefused
 
@@ -303,19 +303,3 @@ def _guard_cached(
     return GuardedQuery(
         databricks_sql=limited.sql("databricks"), duckdb_sql=duck_sql, tables=tuple(sorted(set(tables))), limit=wanted
     )
-
-
-def rename_catalog(tree: exp.Expression) -> exp.Expression:
-    """Point `system.<schema>.<table>` at the workspace file's `<schema>.<table>`: DuckDB reserves `system`."""
-
-    def swap(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Table) and node.catalog.lower() == CATALOG and isinstance(node.this, exp.Identifier):
-            schema_name, table_name = local_table_name(node.db, node.name)
-            new = node.copy()
-            new.set("catalog", None)
-            new.set("db", exp.to_identifier(schema_name))
-            new.set("this", exp.to_identifier(table_name))
-            return new
-        return node
-
-    return tree.transform(swap, copy=True)
