@@ -198,6 +198,30 @@ def test_a_capped_small_answer_leaves_its_thread_ready_for_any_next_statement(fi
         anyio.run(backend.close)
 
 
+def test_aware_times_are_bound_as_the_naive_utc_the_tables_hold(fixture_workspace: Path, demo_workspace: Path) -> None:
+    # Bound aware, DuckDB compares every row as TIMESTAMPTZ and cannot prune by time: same answer, twice the work.
+    backend = DuckDBSystemTables(fixture_workspace)
+    paris = dt.timezone(dt.timedelta(hours=1))
+    statement = Statement(databricks_sql="SELECT 1", duckdb_sql="SELECT typeof($since) AS t, $since AS v, $n AS n",
+                          params={"since": dt.datetime(2026, 11, 10, 7, 30, tzinfo=paris), "n": 3})
+    try:
+        answer = anyio.run(lambda: backend.execute(statement, max_rows=5, max_chars=1000, timeout_seconds=30))
+    finally:
+        anyio.run(backend.close)
+    assert answer.rows == [["TIMESTAMP", "2026-11-10T06:30:00Z", 3]]
+
+    engine = DetectionEngine(demo_workspace, DetectionSettings())
+    until = dt.datetime(2026, 11, 30)
+    try:
+        naive = anyio.run(lambda: engine.run(until - dt.timedelta(days=7), until))
+        aware = anyio.run(lambda: engine.run((until - dt.timedelta(days=7)).replace(tzinfo=dt.UTC),
+                                             until.replace(tzinfo=dt.UTC)))
+    finally:
+        engine.close()
+    assert (aware.since, aware.until) == (naive.since, naive.until) and aware.until.tzinfo is None
+    assert _shape(aware.findings) == _shape(naive.findings)
+
+
 def test_answers_are_capped_by_rows_and_by_characters() -> None:
     table = pa.table({"n": list(range(50)), "s": ["x" * 100] * 50})
     by_rows = answer_from_arrow(_cols("n", "s"), table, more=False, max_rows=10, max_chars=10**6, elapsed_ms=0)

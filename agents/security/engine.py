@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Iterable
 from pathlib import Path
 
+from insight_mcp.agents.core.timestamps import as_utc
 from insight_mcp.agents.ingestion.backend import SystemTables
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
 from insight_mcp.agents.security.compiler import PortableRule
@@ -76,7 +77,11 @@ class DetectionEngine:
         workspace_id: str | None = None,
         rule_ids: list[str] | None = None,
     ) -> DetectionRun:
-        """Run the chosen rules over [since, until) with their baselines, in parallel; normalise and suppress."""
+        """Run the chosen rules over [since, until) with their baselines, in parallel; normalise and suppress.
+
+        Aware datetimes are taken as the instants they name. The tables hold naive UTC, and an aware bound makes
+        DuckDB compare every row as TIMESTAMPTZ, with no pruning by time: twice as slow over 10 M events."""
+        since, until = as_utc(since), as_utc(until)
         if since >= until:
             raise ValueError("since must be earlier than until")
         await self.prepare()
