@@ -258,8 +258,10 @@ class DuckDBSystemTables:
             records = cursor.fetchmany(max_rows + 1)
         finally:
             # The rows past the cap are left unread, and DuckDB refuses the kept cursor's next statement while a
-            # result is pending ("connection has an unfinished result"): drop them.
-            cursor.abort()
+            # result is pending ("connection has an unfinished result"): drop them. A failure here must not hide
+            # the statement's own (an interrupt at the deadline); the cursor is replaced after any failure anyway.
+            with contextlib.suppress(duckdb.Error):
+                cursor.abort()
         more = len(records) > max_rows
         return answer_from_rows(columns, records[:max_rows], more=more, max_rows=max_rows, max_chars=max_chars,
                                 elapsed_ms=(time.perf_counter() - started) * 1000)
