@@ -139,10 +139,12 @@ def build_system_tables_server(settings: Settings, backend: SystemTables | None 
                 Statement(databricks_sql=guardedq.databricks_sql, duckdb_sql=guardedq.duckdb_sql),
                 max_rows=guardedq.limit, max_chars=limits.max_chars, timeout_seconds=limits.timeout_seconds,
             )
-        # QueryAnswer's fields, built directly: the rows were cleaned by every backend's answer builder, the types,
-        # tables and reason are ours, and the SDK checks the whole against QueryAnswer on the way out.
+        # QueryAnswer's fields, built directly: the rows were cleaned by every backend's answer builder, the tables
+        # and reason are ours, and the SDK checks the whole against QueryAnswer on the way out. A column's type is
+        # cleaned with its name: a struct's field names in it are the caller's aliases.
         return answer({
-            "columns": [{"name": clean_text(c.name), "type": c.type} for c in result.columns], "rows": result.rows,
+            "columns": [{"name": clean_text(c.name), "type": clean_text(c.type)} for c in result.columns],
+            "rows": result.rows,
             "row_count": result.row_count, "truncated": result.truncated, "truncation_reason": result.truncation_reason,
             "statement_ms": result.elapsed_ms, "tables": list(guardedq.tables),
             "executed_sql": clean_text(guardedq.databricks_sql),

@@ -305,3 +305,7 @@ async def test_run_query_cleans_names_and_sql_the_caller_wrote(client: OneShotCl
     assert "\u202e" not in answer["executed_sql"] and "\u200b" not in answer["executed_sql"]
     assert "\x1b" not in answer["executed_sql"]
     assert not any(ch in got.text for ch in ("\u202e", "\u200b", "\x1b"))
+    nested = await client.call("run_query", {"sql": "SELECT named_struct('a\u202eb', 1) AS s FROM system.access.audit",
+                                             "limit": 1})
+    assert nested.structured["columns"] == [{"name": "s", "type": "struct<`ab`:int>"}]  # a struct's field names too
+    assert "\u202e" not in nested.text
