@@ -8,9 +8,9 @@ import decimal
 import uuid
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from insight_mcp.agents.core.timestamps import UtcDateTime, rfc3339
+from insight_mcp.agents.core.timestamps import UtcDateTime, as_utc, rfc3339
 from insight_mcp.agents.untrusted import clean_text
 
 
@@ -32,6 +32,15 @@ class Statement(BaseModel):
     databricks_sql: str
     duckdb_sql: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _naive_utc(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Aware datetimes as the naive UTC the tables hold: bound aware, DuckDB compares every row as TIMESTAMPTZ and
+        cannot prune by time (a 30-day scan of 10 M events took three times as long)."""
+        if not any(isinstance(v, dt.datetime) and v.tzinfo is not None for v in params.values()):
+            return params
+        return {k: as_utc(v) if isinstance(v, dt.datetime) else v for k, v in params.items()}
 
 
 class ColumnInfo(BaseModel):
