@@ -259,7 +259,7 @@ def server_pieces(workspace: Path, reps: int, profile: bool) -> tuple[dict[str, 
     import pyarrow as pa
     from pydantic import TypeAdapter
 
-    from insight_mcp.agents.core.tracing import SpanRecord, _jsonable
+    from insight_mcp.agents.core.tracing import SpanRecord, record_line
     from insight_mcp.agents.ingestion.answer_builder import answer_from_arrow
     from insight_mcp.agents.ingestion.answers import QueryAnswer
     from insight_mcp.agents.ingestion.backend import ColumnInfo, Statement
@@ -268,8 +268,8 @@ def server_pieces(workspace: Path, reps: int, profile: bool) -> tuple[dict[str, 
     from insight_mcp.agents.settings import QueryLimits
     from insight_mcp.agents.sql.dialect import databricks_type
     from insight_mcp.agents.sql.guard import guard_query
-    from insight_mcp.agents.untrusted import clean_value, fence
-    from insight_mcp.servers.common import respond
+    from insight_mcp.agents.untrusted import clean_text
+    from insight_mcp.servers.common import answer
 
     limits = QueryLimits(max_chars=MAX_CHARS)
     sql = statement("system.access.audit", BIG_ROWS)
@@ -302,15 +302,16 @@ def server_pieces(workspace: Path, reps: int, profile: bool) -> tuple[dict[str, 
 
     result = build()
 
-    def model() -> QueryAnswer:
-        return QueryAnswer(columns=result.columns, rows=result.rows, row_count=result.row_count,
-                           truncated=result.truncated, truncation_reason=result.truncation_reason,
-                           statement_ms=result.elapsed_ms, tables=guarded.tables, executed_sql=guarded.databricks_sql)
+    def fields() -> dict[str, Any]:  # as run_query builds its answer: QueryAnswer's fields, directly
+        return {
+            "columns": [{"name": clean_text(c.name), "type": clean_text(c.type)} for c in result.columns],
+            "rows": result.rows, "row_count": result.row_count, "truncated": result.truncated,
+            "truncation_reason": result.truncation_reason, "statement_ms": result.elapsed_ms,
+            "tables": list(guarded.tables), "executed_sql": clean_text(guarded.databricks_sql),
+        }
 
-    answer = model()
-    dumped = answer.model_dump(mode="json")
-    cleaned = {k: v if k == "rows" else clean_value(v) for k, v in dumped.items()}  # as respond does
-    tool_result = respond(answer, source=source, cleaned=("rows",))
+    data = fields()
+    tool_result = answer(data, source=source)
     tool_result.meta = {"insight-mcp/call_id": "0" * 16}
     sdk_dumped = tool_result.model_dump(by_alias=True, mode="json", exclude_none=True)
     sieved = sdk_methods.serialize_server_result("tools/call", version, sdk_dumped)
@@ -320,11 +321,8 @@ def server_pieces(workspace: Path, reps: int, profile: bool) -> tuple[dict[str, 
         "guard_query (parse, check, transpile; cached)": guard,
         "DuckDB execute + Arrow fetch": fetch,
         "answer_builder.answer_from_arrow (Arrow -> JSON rows, char cap)": build,
-        "answers.QueryAnswer(...) (pydantic validation)": model,
-        "common.respond: model_dump(mode='json')": lambda: answer.model_dump(mode="json"),
-        "common.respond: untrusted.clean_value over all but the rows": lambda: {
-            k: v if k == "rows" else clean_value(v) for k, v in dumped.items()},
-        "common.respond: untrusted.fence (json.dumps of the text)": lambda: fence(cleaned, source=source),
+        "run_query: the answer's fields (names, types and the statement cleaned)": fields,
+        "common.answer: untrusted.fence (JSON of the text for a model)": lambda: answer(data, source=source),
         "SDK func_metadata: structured content validated as QueryAnswer": lambda: output_adapter.validate_python(
             tool_result.structured_content),
         "SDK runner: CallToolResult.model_dump": lambda: tool_result.model_dump(by_alias=True, mode="json",
@@ -333,8 +331,7 @@ def server_pieces(workspace: Path, reps: int, profile: bool) -> tuple[dict[str, 
             "tools/call", version, sdk_dumped),
         "SDK stdio: JSONRPCResponse.model_dump_json": lambda: mcp_types.JSONRPCResponse(
             jsonrpc="2.0", id=7, result=sieved).model_dump_json(by_alias=True, exclude_unset=True),
-        "tracing feeder thread: record + bounded + json.dumps (same GIL)": lambda: json.dumps(
-            {"record": _jsonable(record)}, default=str),
+        "tracing feeder thread: record_line (same GIL)": lambda: record_line(record),
     }
     timed = {name: median_ms(fn, reps) for name, fn in pieces.items()}
 
