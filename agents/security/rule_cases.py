@@ -27,6 +27,7 @@ import duckdb
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator, model_validator
 
+from insight_mcp.agents.core.timestamps import as_utc
 from insight_mcp.agents.ingestion.backend import BackendError
 from insight_mcp.agents.ingestion.catalog import TABLES, get_table
 from insight_mcp.agents.security.case_workspace import (
@@ -60,7 +61,7 @@ class CaseWindow(BaseModel):
     @field_validator("since", "until")
     @classmethod
     def _naive_utc(cls, value: dt.datetime) -> dt.datetime:
-        return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+        return as_utc(value)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
