@@ -39,6 +39,9 @@ def configure_logging(level: str = "info", *, json_logs: bool | None = None) -> 
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
     for noisy in ("mcp", "httpx", "httpx2", "uvicorn.access", "sqlglot"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The Databricks SDK warns when its host discovery falls back to the explicit configuration: the warehouse
+    # backend's own error names an unreachable host in words a person can act on.
+    logging.getLogger("databricks.sdk").setLevel(max(numeric, logging.ERROR))
 
 
 class CallLogger:

@@ -183,6 +183,9 @@ class DatabricksSettings(BaseModel):
                                                                    "polling (0, or 5 to 50, as the API allows).")
     retry_timeout_seconds: float = Field(30.0, gt=0, le=3600, description="How long rate limits and brief outages "
                                                                            "are retried, with backoff.")
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=600, description="How long a workspace never reached yet is "
+                                                                          "retried before its host is called "
+                                                                          "unreachable.")
     inline_max_rows: int = Field(10_000, ge=1, description="Answers capped at up to this many rows come inline as "
                                                            "JSON; larger ones as Arrow through external links.")
 

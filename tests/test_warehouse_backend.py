@@ -12,6 +12,7 @@ import datetime as dt
 import http.client
 import http.server
 import logging
+import socket
 import threading
 import time
 import urllib.parse
@@ -256,6 +257,78 @@ def test_each_way_the_warehouse_fails_gets_an_error_a_person_can_act_on(
     for message in messages:
         assert secret not in message and TOKEN not in message and "Traceback" not in message
     assert secret not in caplog.text and TOKEN not in caplog.text
+
+
+class HangUp:
+    """A host that takes each connection and closes it at once, counting them: a workspace URL pointing at the
+    wrong service."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_the_first_contact_names_what_is_wrong_before_any_statement(
+        emulator: WarehouseEmulator, token: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def statements() -> int:
+        return sum(r["path"] == "/api/2.0/sql/statements" for r in emulator.requests)
+
+    # No warehouse id anywhere (no variable, no configuration file): said before the host is asked anything.
+    for name in ("DATABRICKS_WAREHOUSE_ID", "DATABRICKS_CONFIG_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "absent.cfg"))
+    asked = len(emulator.requests)
+    with pytest.raises(WarehouseUnavailable, match=r"needs the SQL warehouse's id.*INSIGHT_DATABRICKS__WAREHOUSE_ID"):
+        run(warehouse(emulator, warehouse_id=None), "SELECT 1 AS n")
+    assert len(emulator.requests) == asked
+
+    # A warehouse this workspace does not have: named on first contact, and no statement is sent to it.
+    backend = warehouse(emulator, warehouse_id="wh-missing")
+    with pytest.raises(BackendError, match=r"wh-missing is not in .*INSIGHT_DATABRICKS__WAREHOUSE_ID"):
+        run(backend, "SELECT 1 AS n")
+    assert statements() == 0
+    anyio.run(backend.close)
+
+    # Reached but busy on first contact: not a reason to fail; the statement gets the whole retry budget.
+    emulator.fail_next(429, "TOO_MANY_REQUESTS", "Too many requests", count=1000, retry_after=0.2,
+                       path_contains="/api/2.0/sql/warehouses/")
+    backend = warehouse(emulator, connect_timeout_seconds=1, retry_timeout_seconds=30)
+    try:
+        assert run(backend, "SELECT count(*) AS n FROM system.access.audit").rows == [[240]]
+    finally:
+        emulator.fail_next(429, "TOO_MANY_REQUESTS", "x", count=0, path_contains="/api/2.0/sql/warehouses/")
+        anyio.run(backend.close)
+
+
+def test_a_host_never_reached_is_retried_for_the_first_contact_budget_only(token: str) -> None:
+    host = HangUp()
+    try:
+        backend = WarehouseSystemTables(DatabricksSettings(host=host.url, warehouse_id=WAREHOUSE,
+                                                           retry_timeout_seconds=30, connect_timeout_seconds=1))
+        with pytest.raises(WarehouseUnavailable, match=r"cannot reach Databricks at http://127\.0\.0\.1:\d+ "
+                                                        r"\(DATABRICKS_HOST"):
+            run(backend, "SELECT 1 AS n")
+        anyio.run(backend.close)
+    finally:
+        host.close()
+    # The SDK's discovery and our first request, each tried about twice in one second; retried for the 30 s
+    # budget, each would have been tried about seven times (the SDK waits 1, 2, 3 ... s between tries).
+    assert 2 <= host.connections <= 6
 
 
 def test_rate_limits_and_brief_outages_are_retried_with_backoff(emulator: WarehouseEmulator, token: str) -> None:

@@ -25,6 +25,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -48,6 +49,7 @@ from insight_mcp.agents.sql.refused import QueryRefused
 from insight_mcp.agents.version import VERSION
 
 WAREHOUSE_SETTING = "INSIGHT_DATABRICKS__WAREHOUSE_ID (or DATABRICKS_WAREHOUSE_ID)"
+_NO_WAREHOUSE = f"INSIGHT_BACKEND=databricks needs the SQL warehouse's id: set {WAREHOUSE_SETTING}"
 AUTH_HELP = ("DATABRICKS_HOST with DATABRICKS_TOKEN, a service principal's DATABRICKS_CLIENT_ID and "
              "DATABRICKS_CLIENT_SECRET, or a profile of ~/.databrickscfg (INSIGHT_DATABRICKS__PROFILE)")
 GRANTS_HELP = ("grant the warehouse's principal USE CATALOG on {catalog}, USE SCHEMA on {schema} and SELECT on "
@@ -87,6 +89,13 @@ def _environment_read_once(client: Any, host: str) -> None:
     if bundle and session.verify is True:
         session.verify = bundle
     session.trust_env = False
+
+
+def _profile_possible(profile: str | None) -> bool:
+    """Whether a profile of the SDK's configuration file could still name the warehouse."""
+    if profile or os.environ.get("DATABRICKS_CONFIG_PROFILE"):
+        return True
+    return Path(os.environ.get("DATABRICKS_CONFIG_FILE") or "~/.databrickscfg").expanduser().is_file()
 
 
 class WarehouseUnavailable(BackendError):
@@ -215,6 +224,7 @@ class WarehouseSystemTables:
         self.config = config
         self._client: Any = None
         self._warehouse: str | None = None
+        self._reached_host: str | None = None  # the workspace URL the SDK settled on
         self._secrets: list[str] = []
         self._storage: Any = None
         self._lock = threading.Lock()
@@ -232,22 +242,44 @@ class WarehouseSystemTables:
             except ImportError:
                 raise WarehouseUnavailable("INSIGHT_BACKEND=databricks needs databricks-sdk (pip install "
                                            "databricks-sdk)") from None
+            if not (self.config.warehouse_id or os.environ.get("DATABRICKS_WAREHOUSE_ID")) and not _profile_possible(
+                    self.config.profile):
+                raise WarehouseUnavailable(_NO_WAREHOUSE)  # said before anything is asked of the host
             named = {k: v for k, v in {"host": self.config.host, "profile": self.config.profile}.items() if v}
+            budget = max(1, int(self.config.retry_timeout_seconds))
+            first = max(1, int(min(self.config.connect_timeout_seconds, self.config.retry_timeout_seconds)))
             try:
-                cfg = Config(**named, retry_timeout_seconds=max(1, int(self.config.retry_timeout_seconds)),
-                             product="insight-mcp", product_version=VERSION)
+                # Building its configuration, the SDK asks the host for its discovery document and retries a host
+                # it cannot reach for the whole retry budget: a host never reached gets the first-contact one.
+                cfg = Config(**named, retry_timeout_seconds=first, product="insight-mcp", product_version=VERSION)
             except Exception as exc:  # no credentials, an unknown profile, an identity provider out of reach
                 raise WarehouseUnavailable(f"no usable Databricks credentials: {self._scrub(str(exc))}; set "
                                            f"{AUTH_HELP}") from None
             self._secrets = [s for s in (cfg.token, cfg.client_secret, cfg.password) if s]
             warehouse = self.config.warehouse_id or cfg.warehouse_id
             if not warehouse:
-                raise WarehouseUnavailable(f"INSIGHT_BACKEND=databricks needs the SQL warehouse's id: set "
-                                           f"{WAREHOUSE_SETTING}")
-            self._client, self._warehouse = WorkspaceClient(config=cfg), warehouse
+                raise WarehouseUnavailable(_NO_WAREHOUSE)
+            self._warehouse, self._reached_host = warehouse, str(cfg.host)
+            probe = WorkspaceClient(config=cfg)
+            _environment_read_once(probe, str(cfg.host))
+            self._first_contact(probe, warehouse)
+            cfg.retry_timeout_seconds = budget  # once reached, brief outages are retried for the whole budget
+            self._client = WorkspaceClient(config=cfg)
             _environment_read_once(self._client, str(cfg.host))
             self._storage = _storage_session()  # external links carry their own credentials: never ours
             return self._client, warehouse
+
+    def _first_contact(self, probe: Any, warehouse: str) -> None:
+        """Ask for the warehouse once, retried only for the first-contact budget: a host that cannot be reached,
+        credentials it refuses and a warehouse it does not have are named now, not after a statement's retries."""
+        from databricks.sdk import errors
+
+        try:
+            probe.warehouses.get(warehouse)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and isinstance(exc.__cause__, errors.DatabricksError):
+                return  # reached but busy (429, 503): statements retry that for the whole budget
+            raise self._api_error(exc) from None
 
     def _scrub(self, text: str) -> str:
         """A message fit to show: one line, short, and no secret of the configuration in it."""
@@ -258,8 +290,7 @@ class WarehouseSystemTables:
 
     @property
     def _host(self) -> str:
-        client = self._client
-        return str(client.config.host) if client is not None else (self.config.host or "the workspace")
+        return self._reached_host or self.config.host or "the workspace"
 
     # --- errors ------------------------------------------------------------------------------------------------
 
