@@ -5,6 +5,7 @@ this Spark); loading; and clear errors for what goes wrong."""
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,13 @@ def test_a_remote_that_refuses_the_connection_is_named_without_its_token() -> No
     assert "INSIGHT_SPARK_REMOTE" in message and "127.0.0.1:9" in message
     assert "s3cr3t" not in message and "token=***" in message
     assert redact_remote(remote) == "sc://127.0.0.1:9/;token=***"
+    # gRPC's status and reason, not the first line of its multi-line repr
+    assert "UNAVAILABLE: failed to connect" in message and "_InactiveRpcError" not in message
+    # and no client left open: at exit pyspark would ask the server out of reach again, retrying, before exiting
+    from pyspark.sql.connect.client.core import SparkConnectClient
+
+    clients = [o for o in gc.get_objects() if isinstance(o, SparkConnectClient) and o.host == "127.0.0.1"]
+    assert clients and all(client.is_closed for client in clients)
 
 
 def test_the_command_line_loads_and_detects_on_spark(tmp_path: Path) -> None:

@@ -72,6 +72,19 @@ def _spark_message(exc: BaseException, remote: str | None) -> str:
     return text[:400] or type(exc).__name__
 
 
+def _grpc_reason(exc: BaseException, remote: str) -> str:
+    """gRPC's status and details when the failure carries them (its repr spans lines), else Spark's own words."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        code, details = getattr(seen, "code", None), getattr(seen, "details", None)
+        if callable(code) and callable(details):
+            with contextlib.suppress(Exception):
+                status = getattr(code(), "name", str(code()))
+                return _spark_message(RuntimeError(f"{status}: {details()}"), remote)
+        seen = seen.__cause__ or seen.__context__
+    return _spark_message(exc, remote)
+
+
 class SparkSystemTables:
     """SystemTables on a Spark session of its own (local mode, or a Spark Connect remote)."""
 
@@ -139,21 +152,28 @@ class SparkSystemTables:
                 os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
 
     def _connect_now(self, session_class: Any, remote: str) -> Any:
+        session = None
         try:
-            session = session_class.Builder().remote(remote).create()  # a fresh builder: the shared one keeps options
-            from pyspark.sql.connect.client.retries import DefaultPolicy
+            with warnings.catch_warnings():  # pandas versions, and "retries exceeded" before the error says so
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.filterwarnings("ignore", message=r"\[RETRIES_EXCEEDED\]")
+                session = session_class.Builder().remote(remote).create()  # a fresh builder: the shared one keeps
+                from pyspark.sql.connect.client.retries import DefaultPolicy  # options
 
-            # The client's own policy retries a refused connection for ten minutes: a person is waiting here.
-            session.client.set_retry_policies([DefaultPolicy(
-                max_retries=4, backoff_multiplier=2.0, initial_backoff=250, max_backoff=2000,
-                max_server_retry_delay=int(self.config.connect_timeout_seconds * 1000))])
-            session.conf.set("spark.sql.session.timeZone", "UTC")
-            session.sql("SELECT 1").collect()  # the builder is lazy: reach the server now, not at the first query
+                # The client's own policy retries a refused connection for ten minutes: a person is waiting here.
+                session.client.set_retry_policies([DefaultPolicy(
+                    max_retries=4, backoff_multiplier=2.0, initial_backoff=250, max_backoff=2000,
+                    max_server_retry_delay=int(self.config.connect_timeout_seconds * 1000))])
+                session.conf.set("spark.sql.session.timeZone", "UTC")
+                session.sql("SELECT 1").collect()  # the builder is lazy: reach the server now, not at a query
             return session
         except ImportError as exc:
             raise SparkUnavailable(f"Spark Connect needs the `spark` extra's client libraries: {exc.name}") from None
         except Exception as exc:
-            raise SparkUnavailable(f"cannot reach {self._where()}: {_spark_message(exc, remote)}; check the host, "
+            if session is not None:  # else, at exit, the client asks the server out of reach again, with retries
+                with contextlib.suppress(Exception):
+                    session.client.close()
+            raise SparkUnavailable(f"cannot reach {self._where()}: {_grpc_reason(exc, remote)}; check the host, "
                                    "the port and that the server is running") from None
 
     def _session_now(self) -> Any:
