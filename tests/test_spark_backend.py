@@ -223,6 +223,15 @@ def test_statements_bind_parameters_and_cap_rows(spark: Any) -> None:
     assert "Traceback" not in str(refused.value) and "\tat " not in str(refused.value)
 
 
+def test_a_failed_query_is_the_callers_error_not_a_jvm_stack_in_the_log(spark: Any,
+                                                                        capfd: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(BackendError, match="UNRESOLVED_COLUMN"):
+        anyio.run(lambda: spark.execute(Statement(databricks_sql="SELECT no_such_column FROM system.access.audit"),
+                                        max_rows=1, max_chars=1000, timeout_seconds=120))
+    err = capfd.readouterr().err
+    assert "no_such_column" not in err and "\tat org.apache" not in err and "SQLQueryContextLogger" not in err
+
+
 def test_a_missing_table_names_the_folder_and_how_to_write_it(tmp_path: Path) -> None:
     backend = SparkSystemTables(SparkSettings(), tables_dir=tmp_path / "nothing")
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import threading
@@ -37,6 +38,7 @@ from insight_mcp.agents.settings import SparkSettings
 from insight_mcp.agents.sql.dialect import CATALOG
 
 VIEW_PREFIX = "insight_"
+LOG_CONFIG = Path(__file__).with_name("spark_log4j2.properties")  # the driver JVM's: errors only, on stderr
 _SESSION_LOCK = threading.Lock()
 _URL_SECRET = re.compile(r"(;\s*(token|password|x-databricks-[a-z-]*)\s*=)[^;]*", re.IGNORECASE)
 
@@ -70,6 +72,15 @@ def _spark_message(exc: BaseException, remote: str | None) -> str:
     if remote:
         text = text.replace(remote, redact_remote(remote))
     return text[:400] or type(exc).__name__
+
+
+def _quiet_query_loggers() -> None:
+    """pyspark logs every failed query with its whole JVM stack to stderr, on loggers of its own; the caller already
+    gets Spark's message as the backend's error, so a server's log would only fill with stacks of users' typos."""
+    from pyspark.logger import PySparkLogger
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _grpc_reason(exc: BaseException, remote: str) -> str:
@@ -107,13 +118,15 @@ class SparkSystemTables:
             else f"local Spark ({self.config.master})"
 
     def _start(self) -> Any:
+        # pyspark warns, once per process and at whichever import comes first (some happen while results are read),
+        # that it does not fully support the pandas installed: it does not use pandas here.
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
         try:
-            with warnings.catch_warnings():  # pyspark warns about pandas versions it does not use here
-                warnings.simplefilter("ignore", FutureWarning)
-                from pyspark.sql import SparkSession
+            from pyspark.sql import SparkSession
         except ImportError:
             raise SparkUnavailable("INSIGHT_BACKEND=spark needs pyspark: install the `spark` extra "
                                    "(uv sync --extra spark, or pip install 'insight-mcp[spark]')") from None
+        _quiet_query_loggers()
         if self._remote:
             return self._connect(SparkSession)
         with _SESSION_LOCK:  # one JVM per process; each backend gets a session of its own (its own views)
@@ -127,7 +140,8 @@ class SparkSystemTables:
                 .config("spark.sql.ansi.enabled", "true")
                 # A short-lived local JVM spends much of its time warming up: the quick compiler alone measured
                 # a quarter faster on the rule suite's first run (with room to keep compiled code: 48 MB filled up).
-                .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m")
+                .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m "
+                        f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}")
             )
             try:
                 base = builder.getOrCreate()
@@ -154,8 +168,7 @@ class SparkSystemTables:
     def _connect_now(self, session_class: Any, remote: str) -> Any:
         session = None
         try:
-            with warnings.catch_warnings():  # pandas versions, and "retries exceeded" before the error says so
-                warnings.simplefilter("ignore", FutureWarning)
+            with warnings.catch_warnings():  # "retries exceeded", before the error says what was tried
                 warnings.filterwarnings("ignore", message=r"\[RETRIES_EXCEEDED\]")
                 session = session_class.Builder().remote(remote).create()  # a fresh builder: the shared one keeps
                 from pyspark.sql.connect.client.retries import DefaultPolicy  # options
