@@ -73,6 +73,11 @@ def _storage_session() -> Any:
     return session
 
 
+def _session_of(client: Any) -> Any:
+    """The requests session a WorkspaceClient of databricks-sdk 0.156 sends through (None if it keeps it elsewhere)."""
+    return getattr(getattr(getattr(client, "api_client", None), "_api_client", None), "_session", None)
+
+
 def _environment_read_once(client: Any, host: str) -> None:
     """requests reads the proxy and CA-bundle variables on every request, walking all of os.environ twice (about
     0.08 ms a statement); a server's environment does not change, so read them once, for the one host this client
@@ -81,7 +86,7 @@ def _environment_read_once(client: Any, host: str) -> None:
     import requests
     import requests.utils
 
-    session = getattr(getattr(getattr(client, "api_client", None), "_api_client", None), "_session", None)
+    session = _session_of(client)
     if not isinstance(session, requests.Session) or not session.trust_env:
         return
     session.proxies.update(requests.utils.get_environ_proxies(host, no_proxy=None))
@@ -262,7 +267,11 @@ class WarehouseSystemTables:
             self._warehouse, self._reached_host = warehouse, str(cfg.host)
             probe = WorkspaceClient(config=cfg)
             _environment_read_once(probe, str(cfg.host))
-            self._first_contact(probe, warehouse)
+            try:
+                self._first_contact(probe, warehouse)
+            finally:
+                with contextlib.suppress(Exception):
+                    _session_of(probe).close()  # its pooled connection: the client below makes its own
             cfg.retry_timeout_seconds = budget  # once reached, brief outages are retried for the whole budget
             self._client = WorkspaceClient(config=cfg)
             _environment_read_once(self._client, str(cfg.host))
