@@ -251,6 +251,11 @@ def test_each_way_the_warehouse_fails_gets_an_error_a_person_can_act_on(
         failure(TransientBackendError, r"wh-cold is starting", warehouse_id="wh-cold", timeout=1.5)
         failure(BackendError, r"this workspace has no system\.access\.nothing",
                 sql="SELECT count(*) AS n FROM system.access.nothing")
+        # The SDK appends its configuration (`token=***` in it) to a 403: still not a credentials problem.
+        server.fail_next(403, "PERMISSION_DENIED", "User does not have CAN USE on warehouse wh-test", count=1000)
+        failure(BackendError, r"may not use SQL warehouse wh-test \(User does not have CAN USE on warehouse "
+                              r"wh-test\); grant it CAN USE")
+        server.fail_next(403, "PERMISSION_DENIED", "x", count=0)
         server.fail_next(429, "TOO_MANY_REQUESTS", "Too many requests", count=1000, retry_after=0.2)
         failure(TransientBackendError, r"limiting requests \(429\)", retry_timeout_seconds=1)
         server.fail_next(429, "TOO_MANY_REQUESTS", "x", count=0)  # clear what is left of the storm
@@ -312,6 +317,16 @@ def test_the_first_contact_names_what_is_wrong_before_any_statement(
         assert run(backend, "SELECT count(*) AS n FROM system.access.audit").rows == [[240]]
     finally:
         emulator.fail_next(429, "TOO_MANY_REQUESTS", "x", count=0, path_contains="/api/2.0/sql/warehouses/")
+        anyio.run(backend.close)
+
+    # Not allowed to look at the warehouse: its statements say whether it may use it.
+    emulator.fail_next(403, "PERMISSION_DENIED", "User does not have CAN VIEW on warehouse wh-test", count=1000,
+                       path_contains="/api/2.0/sql/warehouses/")
+    backend = warehouse(emulator)
+    try:
+        assert run(backend, "SELECT count(*) AS n FROM system.access.audit").rows == [[240]]
+    finally:
+        emulator.fail_next(403, "PERMISSION_DENIED", "x", count=0, path_contains="/api/2.0/sql/warehouses/")
         anyio.run(backend.close)
 
 

@@ -96,6 +96,16 @@ def _environment_read_once(client: Any, host: str) -> None:
     session.trust_env = False
 
 
+def _server_words(message: str) -> str:
+    """The workspace's own message, without the configuration databricks-sdk appends to a 401 or 403's."""
+    return message.split(". Config: ", 1)[0]
+
+
+def _about_credentials(message: str) -> bool:
+    """Whether a refusal is about the token or secret itself rather than about what the principal may do."""
+    return any(w in message.lower() for w in ("token", "credential", "unauthenticated", "expired", "oauth"))
+
+
 def _profile_possible(profile: str | None) -> bool:
     """Whether a profile of the SDK's configuration file could still name the warehouse."""
     if profile or os.environ.get("DATABRICKS_CONFIG_PROFILE"):
@@ -288,6 +298,8 @@ class WarehouseSystemTables:
         except Exception as exc:
             if isinstance(exc, TimeoutError) and isinstance(exc.__cause__, errors.DatabricksError):
                 return  # reached but busy (429, 503): statements retry that for the whole budget
+            if isinstance(exc, errors.PermissionDenied) and not _about_credentials(_server_words(str(exc))):
+                return  # a principal may be let use a warehouse it may not look at: its statements will say
             raise self._api_error(exc) from None
 
     def _scrub(self, text: str) -> str:
@@ -321,15 +333,15 @@ class WarehouseSystemTables:
             return WarehouseUnavailable(f"cannot reach Databricks at {self._host} (DATABRICKS_HOST or "
                                         f"INSIGHT_DATABRICKS__HOST): {type(cause).__name__}; check the URL and the "
                                         "network")
-        if isinstance(exc, (errors.Unauthenticated, errors.PermissionDenied)) and any(
-                w in message.lower() for w in ("token", "credential", "unauthenticated", "expired", "oauth")):
+        said = _server_words(message)  # on 401 and 403 the SDK appends its configuration, `token=***` included
+        if isinstance(exc, (errors.Unauthenticated, errors.PermissionDenied)) and _about_credentials(said):
             return WarehouseUnavailable(f"Databricks at {self._host} refused the credentials ({message}); renew the "
                                         f"token or secret: {AUTH_HELP}")
         if isinstance(exc, errors.Unauthenticated):
             return WarehouseUnavailable(f"Databricks at {self._host} refused the credentials ({message}); set "
                                         f"{AUTH_HELP}")
         if isinstance(exc, errors.PermissionDenied):
-            return BackendError(f"the principal may not use SQL warehouse {self._warehouse} ({message}); grant it "
+            return BackendError(f"the principal may not use SQL warehouse {self._warehouse} ({said}); grant it "
                                 "CAN USE on the warehouse")
         if isinstance(exc, (errors.NotFound, errors.ResourceDoesNotExist)) or (
                 isinstance(exc, errors.InvalidParameterValue) and "warehouse" in message.lower()):
