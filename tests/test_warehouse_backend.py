@@ -221,6 +221,7 @@ def test_oauth_for_a_service_principal_and_a_config_profile_both_work(fixture_wo
 def test_each_way_the_warehouse_fails_gets_an_error_a_person_can_act_on(
         fixture_workspace: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="databricks.sdk")  # the SDK's own records too (the CLI quiets them)
     secret = "dapi-expired-s3cr3t"
     executor = duckdb_executor(fixture_workspace)
     with WarehouseEmulator(executor, tokens=(TOKEN, "dapi-reader-token"), expired_tokens=(secret,),
