@@ -310,25 +310,21 @@ def test_the_first_contact_names_what_is_wrong_before_any_statement(
     assert statements() == 0
     anyio.run(backend.close)
 
-    # Reached but busy on first contact: not a reason to fail; the statement gets the whole retry budget.
-    emulator.fail_next(429, "TOO_MANY_REQUESTS", "Too many requests", count=1000, retry_after=0.2,
-                       path_contains="/api/2.0/sql/warehouses/")
-    backend = warehouse(emulator, connect_timeout_seconds=1, retry_timeout_seconds=30)
-    try:
-        assert run(backend, "SELECT count(*) AS n FROM system.access.audit").rows == [[240]]
-    finally:
-        emulator.fail_next(429, "TOO_MANY_REQUESTS", "x", count=0, path_contains="/api/2.0/sql/warehouses/")
-        anyio.run(backend.close)
+    def answers_although_first_contact_gets(status: int, code: str, message: str, **config: Any) -> None:
+        warehouses = "/api/2.0/sql/warehouses/"
+        emulator.fail_next(status, code, message, count=1000, retry_after=0.2, path_contains=warehouses)
+        backend = warehouse(emulator, **config)
+        try:
+            assert run(backend, "SELECT count(*) AS n FROM system.access.audit").rows == [[240]]
+        finally:
+            emulator.fail_next(status, code, message, count=0, path_contains=warehouses)
+            anyio.run(backend.close)
 
+    # Reached but busy on first contact: not a reason to fail; the statement gets the whole retry budget.
+    answers_although_first_contact_gets(429, "TOO_MANY_REQUESTS", "Too many requests", connect_timeout_seconds=1,
+                                        retry_timeout_seconds=30)
     # Not allowed to look at the warehouse: its statements say whether it may use it.
-    emulator.fail_next(403, "PERMISSION_DENIED", "User does not have CAN VIEW on warehouse wh-test", count=1000,
-                       path_contains="/api/2.0/sql/warehouses/")
-    backend = warehouse(emulator)
-    try:
-        assert run(backend, "SELECT count(*) AS n FROM system.access.audit").rows == [[240]]
-    finally:
-        emulator.fail_next(403, "PERMISSION_DENIED", "x", count=0, path_contains="/api/2.0/sql/warehouses/")
-        anyio.run(backend.close)
+    answers_although_first_contact_gets(403, "PERMISSION_DENIED", "User does not have CAN VIEW on warehouse wh-test")
 
 
 def test_a_host_never_reached_is_retried_for_the_first_contact_budget_only(token: str) -> None:
