@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +232,29 @@ def test_a_failed_query_is_the_callers_error_not_a_jvm_stack_in_the_log(spark: A
                                         max_rows=1, max_chars=1000, timeout_seconds=120))
     err = capfd.readouterr().err
     assert "no_such_column" not in err and "\tat org.apache" not in err and "SQLQueryContextLogger" not in err
+
+
+LOCAL_SPARK_ONE_ROW = """
+import anyio
+from pathlib import Path
+from insight_mcp.agents.ingestion.backend import Statement
+from insight_mcp.agents.ingestion.spark_backend import SparkSystemTables
+from insight_mcp.agents.settings import SparkSettings
+
+backend = SparkSystemTables(SparkSettings(), tables_dir=Path("/nonexistent"))
+print(anyio.run(lambda: backend.execute(Statement(databricks_sql="SELECT 1 AS n"), max_rows=1, max_chars=100,
+                                        timeout_seconds=120)).rows)
+"""
+
+
+def test_local_spark_starts_without_chatter_on_stderr(tmp_path: Path) -> None:
+    """A command on local Spark prints its answer, not the JVM's start-up banner, log level notes or warnings."""
+    done = subprocess.run([sys.executable, "-c", LOCAL_SPARK_ONE_ROW], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[[1]]"
+    for chatter in ("Using Spark's default log4j profile", "Setting default log level", " WARN ", "FutureWarning"):
+        assert chatter not in done.stderr, done.stderr[-2000:]
 
 
 def test_a_missing_table_names_the_folder_and_how_to_write_it(tmp_path: Path) -> None:
