@@ -266,13 +266,14 @@ def test_each_way_the_warehouse_fails_gets_an_error_a_person_can_act_on(
 
 
 class HangUp:
-    """A host that takes each connection and closes it at once, counting them: a workspace URL pointing at the
-    wrong service."""
+    """A host that takes each connection and closes it at once (a workspace URL pointing at the wrong service), or
+    with `silent` holds it and never answers (a firewall that drops the packets), counting them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, silent: bool = False) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.connections = 0
+        self._silent, self._held = silent, []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -283,10 +284,15 @@ class HangUp:
             except OSError:
                 return
             self.connections += 1
-            conn.close()
+            if self._silent:
+                self._held.append(conn)
+            else:
+                conn.close()
 
     def close(self) -> None:
         self.sock.close()
+        for conn in self._held:
+            conn.close()
 
 
 def test_the_first_contact_names_what_is_wrong_before_any_statement(
@@ -341,6 +347,19 @@ def test_a_host_never_reached_is_retried_for_the_first_contact_budget_only(token
     # The SDK's discovery and our first request, each tried about twice in one second; retried for the 30 s
     # budget, each would have been tried about seven times (the SDK waits 1, 2, 3 ... s between tries).
     assert 2 <= host.connections <= 6
+
+    # A host that never answers: each of the two first requests waits out its own (short) HTTP timeout, once.
+    silent = HangUp(silent=True)
+    try:
+        backend = WarehouseSystemTables(DatabricksSettings(host=silent.url, warehouse_id=WAREHOUSE,
+                                                           retry_timeout_seconds=30, connect_timeout_seconds=1))
+        with pytest.raises(WarehouseUnavailable, match=r"cannot reach Databricks at http://127\.0\.0\.1:\d+ .*"
+                                                        r"(Timeout|timed out).*check the URL and the network"):
+            run(backend, "SELECT 1 AS n")
+        anyio.run(backend.close)
+    finally:
+        silent.close()
+    assert silent.connections == 2
 
 
 def test_rate_limits_and_brief_outages_are_retried_with_backoff(emulator: WarehouseEmulator, token: str) -> None:

@@ -54,6 +54,7 @@ AUTH_HELP = ("DATABRICKS_HOST with DATABRICKS_TOKEN, a service principal's DATAB
              "DATABRICKS_CLIENT_SECRET, or a profile of ~/.databrickscfg (INSIGHT_DATABRICKS__PROFILE)")
 GRANTS_HELP = ("grant the warehouse's principal USE CATALOG on {catalog}, USE SCHEMA on {schema} and SELECT on "
                "{table} (docs/deploy-databricks.md)")
+FIRST_CONTACT_HTTP_SECONDS = 10  # one request of the first contact: a slow network's handshake still fits
 _TERMINAL = {"SUCCEEDED", "FAILED", "CANCELED", "CLOSED"}
 _POLL_FIRST, _POLL_MAX = 0.05, 1.0
 
@@ -266,7 +267,10 @@ class WarehouseSystemTables:
             try:
                 # Building its configuration, the SDK asks the host for its discovery document and retries a host
                 # it cannot reach for the whole retry budget: a host never reached gets the first-contact one.
-                cfg = Config(**named, retry_timeout_seconds=first, product="insight-mcp", product_version=VERSION)
+                # A host that takes the connection and never answers (a firewall dropping packets) would hold each
+                # try for the SDK's 60 s HTTP timeout: the first contact waits at most FIRST_CONTACT_HTTP_SECONDS.
+                cfg = Config(**named, retry_timeout_seconds=first, product="insight-mcp", product_version=VERSION,
+                             http_timeout_seconds=max(first, FIRST_CONTACT_HTTP_SECONDS))
             except Exception as exc:  # no credentials, an unknown profile, an identity provider out of reach
                 raise WarehouseUnavailable(f"no usable Databricks credentials: {self._scrub(str(exc))}; set "
                                            f"{AUTH_HELP}") from None
@@ -283,6 +287,7 @@ class WarehouseSystemTables:
                 with contextlib.suppress(Exception):
                     _session_of(probe).close()  # its pooled connection: the client below makes its own
             cfg.retry_timeout_seconds = budget  # once reached, brief outages are retried for the whole budget
+            cfg.http_timeout_seconds = None  # and a request waits the SDK's default (a submit waits up to 50 s)
             self._client = WorkspaceClient(config=cfg)
             _environment_read_once(self._client, str(cfg.host))
             self._storage = _storage_session()  # external links carry their own credentials: never ours
