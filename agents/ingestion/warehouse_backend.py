@@ -55,6 +55,7 @@ AUTH_HELP = ("DATABRICKS_HOST with DATABRICKS_TOKEN, a service principal's DATAB
 GRANTS_HELP = ("grant the warehouse's principal USE CATALOG on {catalog}, USE SCHEMA on {schema} and SELECT on "
                "{table} (docs/deploy-databricks.md)")
 FIRST_CONTACT_HTTP_SECONDS = 10  # one request of the first contact: a slow network's handshake still fits
+SDK_HTTP_SECONDS = 60.0  # databricks-sdk's own HTTP timeout, for every request after the first contact
 _TERMINAL = {"SUCCEEDED", "FAILED", "CANCELED", "CLOSED"}
 _POLL_FIRST, _POLL_MAX = 0.05, 1.0
 
@@ -287,7 +288,7 @@ class WarehouseSystemTables:
                 with contextlib.suppress(Exception):
                     _session_of(probe).close()  # its pooled connection: the client below makes its own
             cfg.retry_timeout_seconds = budget  # once reached, brief outages are retried for the whole budget
-            cfg.http_timeout_seconds = None  # and a request waits the SDK's default (a submit waits up to 50 s)
+            cfg.http_timeout_seconds = SDK_HTTP_SECONDS  # and a request waits as long as usual (a submit: 50 s)
             self._client = WorkspaceClient(config=cfg)
             _environment_read_once(self._client, str(cfg.host))
             self._storage = _storage_session()  # external links carry their own credentials: never ours
