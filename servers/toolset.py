@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver.context import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
     INVALID_PARAMS,
@@ -27,6 +28,7 @@ from mcp_types import (
     SetLevelRequestParams,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 
 from insight_mcp.agents.core.json_schema import nullable_as_type_lists
 from insight_mcp.agents.core.tracing import TraceRecorder
@@ -55,6 +57,13 @@ class ToolDecl:
     writes: bool = False
     destructive: bool = False
     idempotent: bool = True
+
+
+def takes(name: str, schema: dict[str, Any]) -> str:
+    """The arguments a tool takes, for an error about the ones it was given."""
+    required = set(schema.get("required", []))
+    names = [f"{arg} (required)" if arg in required else arg for arg in schema.get("properties", {})]
+    return f"{name} takes {', '.join(names)}." if names else f"{name} takes no arguments."
 
 
 class InsightServer(MCPServer):
@@ -139,6 +148,26 @@ class InsightServer(MCPServer):
                 known = ", ".join(sorted(self.declarations))
                 raise MCPError(INVALID_PARAMS, f"Unknown tool: {name[:100]!r}; this server has: {known}")
         return await call_next(ctx)
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None) -> Any:
+        """Wrong arguments are the caller's to correct, so the error names each one and what the tool takes: an
+        argument the tool does not have is refused rather than silently dropped (a misspelt `limt` would cap
+        nothing), and a value out of range says which argument and why, in one line, not pydantic's report."""
+        tool = self._tool_manager.get_tool(name)
+        schema: dict[str, Any] = tool.parameters if tool is not None else {}
+        unknown = sorted(set(arguments) - set(schema.get("properties", {}))) if tool is not None else []
+        if unknown:
+            listed = ", ".join(repr(u[:60]) for u in unknown[:5])
+            raise ToolError(f"{name}: no argument {listed}. {takes(name, schema)}")
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, ValidationError):
+                raise
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+                                 for e in cause.errors(include_url=False, include_input=False)[:5])
+            raise ToolError(f"{name}: {problems}. {takes(name, schema)}") from cause
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None

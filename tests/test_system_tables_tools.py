@@ -50,6 +50,21 @@ async def test_describe_table_gives_nested_types(client: OneShotClient) -> None:
     assert all(c["description"] for c in described["columns"])
 
 
+async def test_wrong_arguments_are_named_with_what_the_tool_takes(client: OneShotClient) -> None:
+    takes = "run_query takes sql (required), limit."
+    with pytest.raises(ToolCallError) as misspelt:  # dropped silently, `limt` would cap nothing
+        await client.call("run_query", {"sql": "SELECT 1 AS n", "limt": 5})
+    assert str(misspelt.value).endswith(f"run_query: no argument 'limt'. {takes}")
+    with pytest.raises(ToolCallError) as wrong:
+        await client.call("run_query", {"sql": 5, "limit": 0})
+    message = str(wrong.value)
+    assert "run_query: sql: Input should be a valid string; limit: Input should be greater than or equal to 1." in \
+        message and message.endswith(takes)
+    assert "pydantic" not in message and "run_queryArguments" not in message and "\n" not in message
+    with pytest.raises(ToolCallError, match=r"list_tables: no argument 'x'\. list_tables takes no arguments\."):
+        await client.call("list_tables", {"x": 1})
+
+
 async def test_describe_unknown_table_lists_known_ones(client: OneShotClient) -> None:
     with pytest.raises(ToolCallError, match=r"known tables: system\.access\.audit"):
         await client.call("describe_table", {"table": "system.access.nothing"})
