@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from insight_mcp.agents.core.yaml_errors import yaml_problem
 
 
 def comma_list(value: Any) -> Any:
@@ -331,6 +335,34 @@ class Settings(BaseSettings):
         return (init_settings, env_settings)
 
 
+def unknown_settings(model: type[BaseModel], values: dict[str, Any], where: str = "") -> list[str]:
+    """The keys of a settings file that no setting reads, dotted, each with the likeliest intended name."""
+    accepted: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias] if isinstance(alias, str) else []
+        accepted.update({key: info for key in (name, *choices) if isinstance(key, str)})
+    out: list[str] = []
+    for key, value in values.items():
+        info = accepted.get(str(key))
+        if info is None:
+            near = difflib.get_close_matches(str(key), list(accepted), n=1)
+            out.append(f"{where}{key}" + (f" (did you mean {where}{near[0]}?)" if near else ""))
+            continue
+        nested = _settings_model(info.annotation)
+        if nested is not None and isinstance(value, dict):
+            out += unknown_settings(nested, value, f"{where}{key}.")
+    return out
+
+
+def _settings_model(annotation: Any) -> type[BaseModel] | None:
+    """The section's model when a field is one (alone or optional); a mapping of free keys is not."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
     """Build settings from YAML (INSIGHT_CONFIG or the argument), then env, then explicit overrides."""
     path = config_file or os.environ.get("INSIGHT_CONFIG")
@@ -342,10 +374,13 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         except FileNotFoundError as exc:
             raise SettingsError(f"INSIGHT_CONFIG points at {path}, which does not exist") from exc
         except yaml.YAMLError as exc:
-            raise SettingsError(f"{path} is not valid YAML: {exc}") from exc
+            raise SettingsError(f"{path} is {yaml_problem(exc)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise SettingsError(f"{path} must hold a mapping of setting names to values")
         file_values = loaded or {}
+        unknown = unknown_settings(Settings, file_values)
+        if unknown:  # a typo would otherwise leave the setting at its default without a word
+            raise SettingsError(f"{path}: no such setting: {'; '.join(unknown[:5])}; docs/settings.md lists them")
     try:
         env_only = Settings()  # env and defaults
         merged = {**file_values, **env_only.model_dump(exclude_unset=True), **overrides}

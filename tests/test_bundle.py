@@ -99,3 +99,11 @@ def test_the_app_serves_and_supervises_with_real_commands() -> None:
     names = {v["name"] for v in manifest["env"]}
     assert {"MLFLOW_DISABLE_TELEMETRY", "LITELLM_LOCAL_MODEL_COST_MAP"} <= names
     assert not any("TOKEN" in n or "SECRET" in n for n in names), "credentials come from the platform"
+
+
+def test_the_bundles_settings_file_holds_only_settings() -> None:
+    """The daily job reads deploy/config/insight.yaml: a key no setting reads would fail it on the workspace."""
+    from insight_mcp.agents.settings import load_settings
+
+    settings = load_settings(ROOT / "deploy" / "config" / "insight.yaml")
+    assert settings.spark.catalog == "system"

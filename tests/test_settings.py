@@ -44,6 +44,31 @@ def test_bad_config_names_the_setting(tmp_path: Path, yaml_text: str, message: s
         load_settings(config)
 
 
+def test_a_setting_the_file_misspells_is_named_not_ignored(tmp_path: Path) -> None:
+    config = tmp_path / "typos.yaml"
+    config.write_text("bakend: spark\ndatabricks:\n  warehouse: abc\ndetections:\n  suppression:\n"
+                      "    trusted_cidr: [10.0.0.0/8]\n")
+    with pytest.raises(SettingsError) as typos:
+        load_settings(config)
+    message = str(typos.value)
+    assert message.startswith(f"{config}: no such setting: bakend (did you mean backend?)")
+    assert "databricks.warehouse (did you mean databricks.warehouse_id?)" in message
+    assert "detections.suppression.trusted_cidr (did you mean detections.suppression.trusted_cidrs?)" in message
+    # the names a setting also answers to are settings too
+    config.write_text("mlflow_tracking_uri: sqlite:///elsewhere.db\nlm_model: openai/gpt-4o-mini\n")
+    settings = load_settings(config)
+    assert settings.tracking_uri == "sqlite:///elsewhere.db" and settings.lm_model == "openai/gpt-4o-mini"
+
+
+def test_a_file_that_is_not_yaml_says_where_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "broken.yaml"
+    config.write_text("backend: [oops\n")
+    with pytest.raises(SettingsError) as broken:
+        load_settings(config)
+    assert str(broken.value) == (f"{config} is not valid YAML at line 2, column 1: expected ',' or ']', but got "
+                                 "'<stream end>' (while parsing a flow sequence)")
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml")

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator, model_validator
 
 from insight_mcp.agents.core.timestamps import as_utc
+from insight_mcp.agents.core.yaml_errors import yaml_problem
 from insight_mcp.agents.ingestion.backend import BackendError
 from insight_mcp.agents.ingestion.catalog import TABLES, get_table
 from insight_mcp.agents.security.case_workspace import (
@@ -219,13 +220,6 @@ def _line(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
-    if mark is not None and problem:
-        return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    return f"not valid YAML: {_line(str(exc))}"
-
-
 def _where(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -241,7 +235,7 @@ def load_case_file(path: Path) -> CaseFile:
     try:
         data = read_yaml(path)
     except yaml.YAMLError as exc:
-        raise CaseFileError(f"{path}: {_yaml_problem(exc)}") from None
+        raise CaseFileError(f"{path}: {yaml_problem(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CaseFileError(f"{path}: cannot read: {exc}") from None
     if not isinstance(data, dict):

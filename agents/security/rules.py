@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from insight_mcp.agents.core.yaml_errors import yaml_problem
 from insight_mcp.agents.security.model import Rollup, Rule
 from insight_mcp.agents.settings import DetectionSettings
 
@@ -52,7 +53,7 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     try:
         data = read_yaml(path)
     except yaml.YAMLError as exc:
-        raise RuleFileError(f"{path.name}: not valid YAML: {exc}") from None
+        raise RuleFileError(f"{path.name}: {yaml_problem(exc)}") from None
     except OSError as exc:
         raise RuleFileError(f"{path}: cannot read: {exc.strerror}") from None
     if not isinstance(data, dict):

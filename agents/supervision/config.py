@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from insight_mcp.agents.core.yaml_errors import yaml_problem
 from insight_mcp.agents.evaluation.agent_eval import KINDS, ScorerName
 
 M = TypeVar("M", bound=BaseModel)
@@ -148,7 +149,7 @@ def read_config(path: Path, model: type[M], key: str, *, required: bool) -> M:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{path} is {yaml_problem(exc)}") from None
     mapping = isinstance(loaded, dict)
     if (not mapping and (required or loaded is not None)) or (required and key not in loaded):
         raise ConfigError(f"{path} must hold a mapping with the key {key}")
