@@ -50,7 +50,10 @@ def test_the_seed_file_works_as_printed(tmp_path: Path) -> None:
     ("ondemand_optimization:\n  triggers:\n    error_rate_threshold: 2\n", "error_rate_threshold"),
     ("ondemand_optimization:\n  mcp_server:\n    endpoint: localhost:9000\n", "http:// or https://"),
     ("- a\n", "mapping"),
-    ("ondemand_optimization: [\n", "not valid YAML"),
+    ("ondemand_optimization: [\n", "not valid YAML at line 2, column 1"),
+    # a misspelt key would otherwise leave the seed's default in place without a word
+    ("ondemand_optimization:\n  supervisory_agent:\n    check_intervall: 30\n",
+     r"ondemand_optimization\.supervisory_agent\.check_intervall: Extra inputs are not permitted"),
 ])
 def test_a_bad_file_names_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "agent_config.yaml"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from insight_mcp.agents.core.yaml_errors import yaml_problem
 from insight_mcp.agents.evaluation.agent_eval import KINDS, ScorerName
@@ -24,6 +24,8 @@ class ConfigError(ValueError):
 
 
 class SupervisoryAgent(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key must not fall back to a default in silence
+
     check_interval: float = Field(300, gt=0, description="Seconds between checks.")
     min_traces_for_trigger: int = Field(50, ge=1, description="Volume a window needs before it can trip.")
     window_seconds: float = Field(3600, gt=0, description="The rolling window each check judges.")
@@ -38,12 +40,16 @@ class SupervisoryAgent(BaseModel):
 
 
 class Triggers(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key must not fall back to a default in silence
+
     error_rate_threshold: float = Field(0.05, ge=0, le=1)
     rating_threshold: float = Field(3.0, ge=1, le=5, description="Trips when the average rating is below this.")
     response_time_threshold: float = Field(5.0, gt=0, description="Seconds; trips when the median latency is above.")
 
 
 class McpServer(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key must not fall back to a default in silence
+
     endpoint: str = "http://localhost:9000"
 
     @field_validator("endpoint")
@@ -63,6 +69,8 @@ class McpServer(BaseModel):
 
 class MonitoredAgent(BaseModel):
     """Anything that logs traces to MLflow and reads its instructions from a registered prompt."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key must not fall back to a default in silence
 
     name: str
     experiment: str = Field("insight-narrative", description="MLflow experiment holding its traces.")
@@ -105,6 +113,8 @@ def default_agents() -> list[MonitoredAgent]:
 
 
 class OnDemandOptimization(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key must not fall back to a default in silence
+
     enabled: bool = True
     supervisory_agent: SupervisoryAgent = Field(default_factory=SupervisoryAgent)
     triggers: Triggers = Field(default_factory=Triggers)
