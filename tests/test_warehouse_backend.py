@@ -355,6 +355,30 @@ def test_a_host_never_reached_is_retried_for_the_first_contact_budget_only(token
     assert named_unreachable(HangUp(silent=True), "(Timeout|timed out)") == 2
 
 
+def test_statements_wait_the_usual_http_timeout_once_the_workspace_answered(token: str,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first contact's short HTTP timeout must not outlive it: a submit held open for its `wait_timeout` while a
+    statement runs would otherwise time out on the client and be sent again."""
+    from insight_mcp.agents.ingestion import warehouse_backend
+
+    monkeypatch.setattr(warehouse_backend, "FIRST_CONTACT_HTTP_SECONDS", 1)
+
+    def slow(statement_id: str, sql: str, params: dict[str, Any], catalog: str | None,
+             schema: str | None) -> pa.Table:
+        time.sleep(2.5)  # longer than the first contact may wait, well within the submit's 10 s wait_timeout
+        return pa.table({"n": [7]})
+
+    with WarehouseEmulator(slow) as server:
+        backend = warehouse(server, connect_timeout_seconds=1, wait_timeout_seconds=10)
+        try:
+            answer = run(backend, "SELECT 7 AS n")
+        finally:
+            anyio.run(backend.close)
+        submits = [r for r in server.requests if r["path"] == "/api/2.0/sql/statements"]
+    assert answer.rows == [[7]] and len(submits) == 1
+    assert not [r for r in server.requests if r["path"].startswith("/api/2.0/sql/statements/")]  # no polls
+
+
 def test_rate_limits_and_brief_outages_are_retried_with_backoff(emulator: WarehouseEmulator, token: str) -> None:
     emulator.fail_next(429, "TOO_MANY_REQUESTS", "Too many requests", count=2, retry_after=0.1)
     emulator.fail_next(503, "TEMPORARILY_UNAVAILABLE", "The service is temporarily unavailable", count=1,
