@@ -296,7 +296,7 @@ async def _evaluate_corpus(settings: Settings, folder: Path, *, since: str | Non
         labels = await anyio.to_thread.run_sync(load_labelled_export, folder, workspace)
         local = settings.model_copy(update={"backend": "duckdb", "workspace_file": workspace})
         backend = DuckDBSystemTables(workspace)
-        agent = SecurityAgent(local, backend)
+        agent = SecurityAgent(local, backend, keep_runs=False)  # its workspace is gone after this evaluation
         engine = agent.engine()
         try:
             return await evaluate_detections(settings, agent, labels_source=str(labels), since=since, until=until,

@@ -6,6 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import os
+import shutil
+import sqlite3
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,12 +18,16 @@ import anyio
 import duckdb
 import pyarrow as pa
 import pytest
+import structlog
 
 from insight_mcp.agents.ingestion.answer_builder import answer_from_arrow, answer_from_rows
 from insight_mcp.agents.ingestion.backend import BackendError, ColumnInfo, Statement
 from insight_mcp.agents.ingestion.duckdb_backend import DuckDBSystemTables
 from insight_mcp.agents.security.engine import DetectionEngine
 from insight_mcp.agents.security.model import Finding
+from insight_mcp.agents.security.pipeline import DetectionRun
+from insight_mcp.agents.security.ruleset import RuleSet, fingerprint, rules_by_id
+from insight_mcp.agents.security.run_store import RunStore
 from insight_mcp.agents.security.runners import DuckDBRunner, StatementRunner
 from insight_mcp.agents.security.service import SecurityAgent
 from insight_mcp.agents.settings import DetectionSettings, load_settings
@@ -263,6 +271,92 @@ def test_the_risk_tools_read_the_last_whole_run_over_the_same_window(demo_worksp
     finally:
         agent.close()
         anyio.run(backend.close)
+
+
+def test_a_new_process_reads_the_last_whole_run_from_the_state_store(demo_workspace: Path, tmp_path: Path) -> None:
+    """A stdio session or a CLI call is a process of its own: the run the daily job (or another session) made over
+    the window is read back, without compiling a rule, unless something that decides its findings changed."""
+    workspace = tmp_path / "workspace.duckdb"
+    shutil.copy(demo_workspace, workspace)
+    keep = {"mass_delete", "brute_force_user", "admin_group_change", "login_bypassing_sso"}  # quick to compile
+    few = DetectionSettings(disabled_rules=sorted(set(rules_by_id(DetectionSettings())) - keep))
+    assert fingerprint(few) == RuleSet(few).fingerprint  # what a new process compares, without compiling
+    settings = load_settings(home=tmp_path / "home", workspace_file=workspace).model_copy(update={"detections": few})
+
+    def session(config: Any = settings, **kwargs: Any) -> tuple[Any, int | None]:
+        """What a new process sees: the run the risk tools read, and how many suite runs its engine made (None:
+        the engine was never built)."""
+        backend = DuckDBSystemTables(workspace)
+        agent = SecurityAgent(config, backend, **kwargs)
+
+        async def scenario() -> Any:
+            run, incidents = await agent.incidents(since="2026-11-14", until="2026-11-21")  # list_incidents
+            assert await agent.latest_run(since="2026-11-14", until="2026-11-21") is run  # top_risks
+            assert {i.id for i in incidents} <= set(agent._incidents)
+            return run
+
+        try:
+            return anyio.run(scenario), agent._engine.runs if agent._engine is not None else None
+        finally:
+            agent.close()
+            anyio.run(backend.close)
+
+    first, runs = session()
+    assert runs == 1 and {f.rule_id for f in first.findings} == keep
+    again, runs = session()
+    assert runs is None and again.findings == first.findings and again.stats == first.stats
+    tuned = settings.model_copy(update={"detections": few.model_copy(
+        update={"parameters": {"mass_delete": {"min_deletes": 1}}})})
+    assert session(tuned)[1] == 1  # another threshold finds other things
+    assert session(tuned)[1] is None and session()[1] is None  # both kept
+    os.utime(workspace, ns=(time.time_ns(), time.time_ns() + 10**9))  # a load rewrote the workspace
+    assert session()[1] == 1 and session()[1] is None
+
+    # A scratch workspace keeps nothing; a stored run that no longer reads is run again, said in the log.
+    scratch = settings.model_copy(update={"detections": few.model_copy(
+        update={"parameters": {"mass_delete": {"min_deletes": 2}}})})
+    assert session(scratch, keep_runs=False)[1] == 1 and session(scratch, keep_runs=False)[1] == 1
+    with sqlite3.connect(settings.state_path) as conn:
+        kept = conn.execute("SELECT count(*) FROM detection_runs").fetchone()[0]
+        conn.execute("UPDATE detection_runs SET payload = '{\"since\": 1'")
+    assert kept == 3
+    with structlog.testing.capture_logs() as logs:
+        broken, runs = session()
+    assert runs == 1 and broken.findings == first.findings
+    assert [entry["error"] for entry in logs if entry["event"] == "detection_run_unreadable"] == \
+        ["the stored run is not a valid run"]
+    assert session()[1] is None  # the run made then replaced it
+
+
+def test_a_state_store_that_cannot_be_written_costs_a_rerun_not_an_answer(demo_workspace: Path,
+                                                                          tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home", workspace_file=demo_workspace)
+    settings.state_path.mkdir(parents=True)  # a folder where the SQLite file should be
+    backend = DuckDBSystemTables(demo_workspace)
+    agent = SecurityAgent(settings, backend)
+
+    async def scenario() -> None:
+        run = await agent.latest_run(since="2026-11-14", until="2026-11-21")
+        assert run.findings and agent.engine().runs == 1
+        assert await agent.latest_run(since="2026-11-14", until="2026-11-21") is run  # this process remembers it
+
+    try:
+        anyio.run(scenario)
+    finally:
+        agent.close()
+        anyio.run(backend.close)
+
+
+def test_the_state_store_keeps_only_the_newest_runs(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "state.db", keep=2)
+    runs = [DetectionRun(since=dt.datetime(2026, 11, d), until=dt.datetime(2026, 11, d + 1), findings=[],
+                         suppressed=0, rules_run=d) for d in (1, 2, 3)]
+    for n, run in enumerate(runs):
+        store.put(f"k{n}", run)
+    assert store.get("k0") is None and store.get("k1") == runs[1] and store.get("k2") == runs[2]
+    store.put("k1", runs[0])  # the same key again: replaced, and now the newest
+    store.put("k3", runs[2])
+    assert store.get("k1") == runs[0] and store.get("k2") is None
 
 
 def test_closing_the_servers_closes_the_backend_and_the_engines(demo_workspace: Path, tmp_path: Path) -> None:

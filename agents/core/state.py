@@ -74,6 +74,11 @@ CREATE TABLE IF NOT EXISTS supervisor_interventions (
     outcome TEXT
 );
 CREATE INDEX IF NOT EXISTS supervisor_interventions_at ON supervisor_interventions (at);
+CREATE TABLE IF NOT EXISTS detection_runs (
+    key TEXT PRIMARY KEY,
+    stored_at REAL NOT NULL,
+    payload TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS scheduled_optimization (
     agent TEXT PRIMARY KEY,
     last_run_at REAL,

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
+import urllib.parse
 from collections import OrderedDict
+from pathlib import Path
+
+import anyio
 
 from insight_mcp.agents.core.timestamps import rfc3339
 from insight_mcp.agents.ingestion.backend import SystemTables
@@ -13,7 +18,10 @@ from insight_mcp.agents.security.engine import DetectionEngine, DetectionRun
 from insight_mcp.agents.security.incidents import Incident, correlate
 from insight_mcp.agents.security.model import CATEGORIES, SEVERITIES, Finding
 from insight_mcp.agents.security.risk import FindingStore
+from insight_mcp.agents.security.ruleset import fingerprint, rules_by_id
+from insight_mcp.agents.security.run_store import RunStore, run_key
 from insight_mcp.agents.settings import Settings
+from insight_mcp.agents.version import VERSION
 
 DEFAULT_WINDOW = dt.timedelta(days=7)
 MAX_INCIDENTS = 2000
@@ -23,10 +31,13 @@ MAX_REMEMBERED_RUNS = 8
 class SecurityAgent:
     """Detections over one workspace: compiled once, run per window, findings remembered for get_finding."""
 
-    def __init__(self, settings: Settings, backend: SystemTables) -> None:
+    def __init__(self, settings: Settings, backend: SystemTables, *, keep_runs: bool = True) -> None:
+        """`keep_runs`: whole-suite runs go to the state store under `settings.home`, for triage in other processes
+        (off for a scratch workspace that is gone after one evaluation)."""
         self.settings = settings
         self.backend = backend
         self.store = FindingStore()
+        self._kept = RunStore(settings.state_path) if keep_runs else None
         self._engine: DetectionEngine | None = None
         self._lock = threading.Lock()
         self._incidents: OrderedDict[str, Incident] = OrderedDict()  # the newest MAX_INCIDENTS, for get_incident
@@ -81,6 +92,9 @@ class SecurityAgent:
         self.store.add(run.findings)
         if key is not None:
             self._remember(key, run)
+            kept = await self._kept_key(key)
+            if kept is not None and self._kept is not None and not any(s.error for s in run.stats):
+                await anyio.to_thread.run_sync(self._kept.put, kept, run)  # a failed rule is worth running again
         return run
 
     async def _run_key(self, start: dt.datetime, end: dt.datetime) -> tuple[object, ...]:
@@ -105,19 +119,45 @@ class SecurityAgent:
             found = self._full_runs.get(key)
         if found is not None:
             return found
+        kept = await self._kept_key(key) if self._kept is not None else None
+        if kept is not None and self._kept is not None:
+            found = await anyio.to_thread.run_sync(self._kept.get, kept)
+            if found is not None:  # another process ran the suite over this window on this data
+                self.store.add(found.findings)
+                self._remember(key, found)
+                return found
         return await self.run(since=rfc3339(start), until=rfc3339(end))
+
+    async def _kept_key(self, key: tuple[object, ...]) -> str | None:
+        """The state store's key for a whole run: the window and data, and what else decides its findings (the
+        rules, the pipeline's settings, which workspace, this version); None for an engine it cannot name.
+
+        Until this process has built its engine, the rules' fingerprint is taken from their files: a new process
+        that finds a kept run answers without compiling the suite, which costs more than the run itself."""
+        source = _source(self.backend, self.settings)
+        if source is None:
+            return None
+        with self._lock:
+            engine = self._engine
+        rules = engine.ruleset.fingerprint if engine is not None else await anyio.to_thread.run_sync(
+            fingerprint, self.settings.detections)
+        pipeline = self.settings.detections.model_dump(mode="json", exclude={"parallelism", "incidents"})
+        return run_key({"data": list(key), "rules": rules, "pipeline": pipeline, "source": source,
+                        "version": VERSION})
 
     async def incidents(self, *, since: str | None = None, until: str | None = None,
                         min_severity: str = "low") -> tuple[DetectionRun, list[Incident]]:
         """Every rule over the window, its findings correlated into incidents (remembered for get_incident)."""
-        run = await self.run(since=since, until=until, min_severity="info")
+        run = await self.latest_run(since=since, until=until)
         found = self.correlate(run.findings)
         wanted = SEVERITIES.index(min_severity) if min_severity in SEVERITIES else 0
         return run, [i for i in found if SEVERITIES.index(i.severity) >= wanted]
 
     def correlate(self, findings: list[Finding]) -> list[Incident]:
         """The incidents these findings raise with the engine's rules, remembered for get_incident."""
-        rules = {rule_id: compiled.rule for rule_id, compiled in self.engine().rules.items()}
+        with self._lock:
+            engine = self._engine
+        rules = engine.ruleset.by_id() if engine is not None else rules_by_id(self.settings.detections)
         found = correlate(findings, rules, self.settings.detections.incidents)
         with self._lock:
             for incident in found:
@@ -145,6 +185,28 @@ class SecurityAgent:
         """
         finding = self.store.get(finding_id)
         if finding is None:
-            await self.run()
+            self.store.add((await self.latest_run()).findings)
             finding = self.store.get(finding_id)
         return finding
+
+
+def _source(backend: SystemTables, settings: Settings) -> dict[str, object] | None:
+    """Which workspace a backend reads, in terms that survive a restart (never a credential)."""
+    kind = getattr(backend, "kind", None)
+    if kind == "duckdb" and isinstance(path := getattr(backend, "path", None), Path):
+        try:
+            changed: int | None = path.stat().st_mtime_ns  # a load or a new estate rewrites the file
+        except OSError:
+            changed = None
+        return {"kind": kind, "path": str(path.resolve()), "changed": changed}
+    if kind == "spark":
+        remote = settings.spark_remote.get_secret_value() if settings.spark_remote else ""
+        url = urllib.parse.urlsplit(remote)
+        where = f"{url.hostname}:{url.port}" if remote else str(getattr(backend, "tables_dir", ""))
+        return {"kind": kind, "at": where}
+    if kind == "databricks":
+        config = settings.databricks
+        return {"kind": kind, "host": config.host or os.environ.get("DATABRICKS_HOST"),
+                "profile": config.profile or os.environ.get("DATABRICKS_CONFIG_PROFILE"),
+                "warehouse": config.warehouse_id or os.environ.get("DATABRICKS_WAREHOUSE_ID")}
+    return None
