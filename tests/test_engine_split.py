@@ -305,6 +305,10 @@ def test_a_new_process_reads_the_last_whole_run_from_the_state_store(demo_worksp
     assert runs == 1 and {f.rule_id for f in first.findings} == keep
     again, runs = session()
     assert runs is None and again.findings == first.findings and again.stats == first.stats
+    summary, runs = summarized(settings, workspace, "medium")  # summarize_findings reads the same run
+    worse = [f for f in first.findings if f.severity in ("medium", "high", "critical")]
+    assert runs is None and summary.counts.total == len(worse) < len(first.findings)
+    assert {f.id for f in summary.top_findings} <= {f.id for f in worse}
     tuned = settings.model_copy(update={"detections": few.model_copy(
         update={"parameters": {"mass_delete": {"min_deletes": 1}}})})
     assert session(tuned)[1] == 1  # another threshold finds other things
@@ -322,10 +326,27 @@ def test_a_new_process_reads_the_last_whole_run_from_the_state_store(demo_worksp
     assert kept == 3
     with structlog.testing.capture_logs() as logs:
         broken, runs = session()
-    assert runs == 1 and broken.findings == first.findings
+    # A new run finds the same (its evidence lists may come in another order: collect_set keeps none).
+    assert runs == 1 and [(f.id, f.severity, f.event_count) for f in broken.findings] == \
+        [(f.id, f.severity, f.event_count) for f in first.findings]
     assert [entry["error"] for entry in logs if entry["event"] == "detection_run_unreadable"] == \
         ["the stored run is not a valid run"]
     assert session()[1] is None  # the run made then replaced it
+
+
+def summarized(settings: Any, workspace: Path, min_severity: str) -> tuple[Any, int | None]:
+    """summarize_findings in a process of its own, and the suite runs it made (None: it built no engine)."""
+    from insight_mcp.agents.narrative.briefing import summarize_findings
+
+    backend = DuckDBSystemTables(workspace)
+    agent = SecurityAgent(settings, backend)
+    try:
+        summary = anyio.run(lambda: summarize_findings(settings, backend, agent, since="2026-11-14",
+                                                       until="2026-11-21", min_severity=min_severity))
+        return summary, agent._engine.runs if agent._engine is not None else None
+    finally:
+        agent.close()
+        anyio.run(backend.close)
 
 
 def test_a_state_store_that_cannot_be_written_costs_a_rerun_not_an_answer(demo_workspace: Path,

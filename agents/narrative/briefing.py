@@ -55,13 +55,19 @@ class FindingsSummary(BaseModel):
 async def summarize_findings(settings: Settings, backend: SystemTables, agent: SecurityAgent, *,
                              since: str | None, until: str | None,
                              min_severity: str = "low") -> FindingsSummary:
-    """Run the detections over the window and summarise them with the registered prompt (templated without an LM)."""
+    """Summarise the window's findings with the registered prompt (templated without an LM): those of the last whole
+    run over it, as the other triage tools read them, so a summary costs no run of the suite when one was made."""
+    from insight_mcp.agents.ingestion.explore import InvalidArgument
     from insight_mcp.agents.narrative.writer import write_narrative
+    from insight_mcp.agents.security.model import SEVERITY_RANK
     from insight_mcp.agents.security.rules import rule_set_version
 
+    if min_severity not in SEVERITY_RANK:
+        raise InvalidArgument(f"min_severity must be one of {', '.join(SEVERITY_RANK)}")
     started = time.perf_counter()
-    run = await agent.run(since=since, until=until, min_severity=min_severity)
-    findings = aggregate.deduplicate(run.findings)
+    run = await agent.latest_run(since=since, until=until)
+    floor = SEVERITY_RANK[min_severity]
+    findings = aggregate.deduplicate([f for f in run.findings if SEVERITY_RANK[f.severity] >= floor])
     report = Report(
         report_id=uuid.uuid4().hex, generated_at=dt.datetime.now(dt.UTC).replace(tzinfo=None), since=run.since,
         until=run.until, backend=backend.kind, rule_set_version=rule_set_version(settings.detections), coverage=[],
