@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,33 +42,6 @@ def _chosen(config: DetectionSettings, only: Iterable[str] | None) -> list[tuple
             if rule.id not in config.disabled_rules and (wanted is None or rule.id in wanted)]
 
 
-def _keys(config: DetectionSettings, chosen: list[tuple[Rule, Path]],
-          rollup_files: dict[str, tuple[Rollup, Path]]) -> list[tuple[object, ...]]:
-    """Everything each rule's compilation reads: its file, its overrides, the reference lists beside it, and the
-    rollup files (a rollup's portable form follows from its file alone)."""
-    digest = tuple(sorted((rid, path.name, rollup.model_dump_json()) for rid, (rollup, path) in rollup_files.items()))
-    references: dict[Path, tuple[object, ...]] = {}
-    keys = []
-    for rule, path in chosen:
-        if path.parent not in references:
-            references[path.parent] = _references(path.parent)
-        keys.append((str(path), rule.model_dump_json(),
-                     json.dumps(config.parameters.get(rule.id), sort_keys=True, default=str),
-                     references[path.parent], digest))
-    return keys
-
-
-def _fingerprint(keys: list[tuple[object, ...]]) -> str:
-    return hashlib.sha256(json.dumps(keys, default=str).encode()).hexdigest()
-
-
-def fingerprint(config: DetectionSettings) -> str:
-    """The fingerprint `RuleSet(config)` would have, without compiling a rule (a fraction of a second, not seconds):
-    what lets a new process find a run made with these very rules."""
-    rollup_files = {r.id: (r, p) for r, p in load_rollups()}
-    return _fingerprint(_keys(config, _chosen(config, None), rollup_files))
-
-
 def rules_by_id(config: DetectionSettings) -> dict[str, Rule]:
     """The enabled rules' own files, by id, uncompiled: what correlation reads a rule's risk and story from."""
     return {rule.id: rule for rule, _ in _chosen(config, None)}
@@ -86,22 +58,25 @@ class RuleSet:
             rid: portable_rollup(rollup, path.name, allowed_tables=TABLES.keys())
             for rid, (rollup, path) in self.rollup_files.items()
         }
-        keys = _keys(config, chosen, self.rollup_files)
+        digest = tuple(sorted((k, v.sql("databricks")) for k, v in self.rollups.items()))
+        references: dict[Path, tuple[object, ...]] = {}
         self.rules: dict[str, PortableRule] = {}
         self.paths: dict[str, Path] = {}
-        for (rule, path), key in zip(chosen, keys, strict=True):
+        for rule, path in chosen:
+            if path.parent not in references:
+                references[path.parent] = _references(path.parent)
+            overrides = config.parameters.get(rule.id)
+            key = (str(path), rule.model_dump_json(), json.dumps(overrides, sort_keys=True, default=str),
+                   references[path.parent], digest)
             portable = _PORTABLE.get(key)
             if portable is None:
-                portable = compile_portable(rule, path.name, allowed_tables=TABLES.keys(),
-                                            overrides=config.parameters.get(rule.id), folder=path.parent,
-                                            rollups=self.rollups)
+                portable = compile_portable(rule, path.name, allowed_tables=TABLES.keys(), overrides=overrides,
+                                            folder=path.parent, rollups=self.rollups)
                 if len(_PORTABLE) >= MAX_CACHED:
                     _PORTABLE.clear()
                 _PORTABLE[key] = portable
             self.rules[rule.id] = portable
             self.paths[rule.id] = path
-        # Everything the compiled rules depend on: two rule sets with one fingerprint find the same on the same data.
-        self.fingerprint = _fingerprint(keys)
 
     def by_id(self) -> dict[str, Rule]:
         """Each rule's own file, by id: what correlation and reports read a rule's risk and story from."""

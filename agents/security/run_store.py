@@ -1,7 +1,7 @@
 """Whole-suite detection runs kept in the state store, so that triage in a new process (a stdio session, a CLI call,
 the morning after the daily analysis job) reads the last run over a window instead of running every rule again.
 
-A run is found again only under its key: the window, the rule set's fingerprint, what the pipeline keeps, which
+A run is found again only under its key: the window, the hash of the rule files, what the pipeline keeps, which
 workspace, and the audit table's size and last event then. A store that cannot be read or written costs a re-run,
 never an answer: its failures are logged and the caller goes on.
 """

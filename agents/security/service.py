@@ -18,7 +18,8 @@ from insight_mcp.agents.security.engine import DetectionEngine, DetectionRun
 from insight_mcp.agents.security.incidents import Incident, correlate
 from insight_mcp.agents.security.model import CATEGORIES, SEVERITIES, Finding
 from insight_mcp.agents.security.risk import FindingStore
-from insight_mcp.agents.security.ruleset import fingerprint, rules_by_id
+from insight_mcp.agents.security.rules import rule_set_version
+from insight_mcp.agents.security.ruleset import rules_by_id
 from insight_mcp.agents.security.run_store import RunStore, run_key
 from insight_mcp.agents.settings import Settings
 from insight_mcp.agents.version import VERSION
@@ -39,6 +40,7 @@ class SecurityAgent:
         self.store = FindingStore()
         self._kept = RunStore(settings.state_path) if keep_runs else None
         self._engine: DetectionEngine | None = None
+        self._engine_rules = ""  # rule_set_version of the files the engine compiled
         self._lock = threading.Lock()
         self._incidents: OrderedDict[str, Incident] = OrderedDict()  # the newest MAX_INCIDENTS, for get_incident
         # Whole-suite runs by window and the audit table's size then: what the risk tools read instead of re-running.
@@ -49,6 +51,7 @@ class SecurityAgent:
         backend: detections open no second connection to the workspace."""
         with self._lock:
             if self._engine is None:
+                self._engine_rules = rule_set_version(self.settings.detections)
                 self._engine = DetectionEngine(self.backend, self.settings.detections)
             return self._engine
 
@@ -92,9 +95,10 @@ class SecurityAgent:
         self.store.add(run.findings)
         if key is not None:
             self._remember(key, run)
-            kept = await self._kept_key(key)
-            if kept is not None and self._kept is not None and not any(s.error for s in run.stats):
-                await anyio.to_thread.run_sync(self._kept.put, kept, run)  # a failed rule is worth running again
+            if self._kept is not None and not any(s.error for s in run.stats):  # a failed rule is worth a re-run
+                kept = await self._kept_key(key)
+                if kept is not None:
+                    await anyio.to_thread.run_sync(self._kept.put, kept, run)
         return run
 
     async def _run_key(self, start: dt.datetime, end: dt.datetime) -> tuple[object, ...]:
@@ -119,8 +123,7 @@ class SecurityAgent:
             found = self._full_runs.get(key)
         if found is not None:
             return found
-        kept = await self._kept_key(key) if self._kept is not None else None
-        if kept is not None and self._kept is not None:
+        if self._kept is not None and (kept := await self._kept_key(key)) is not None:
             found = await anyio.to_thread.run_sync(self._kept.get, kept)
             if found is not None:  # another process ran the suite over this window on this data
                 self.store.add(found.findings)
@@ -132,15 +135,14 @@ class SecurityAgent:
         """The state store's key for a whole run: the window and data, and what else decides its findings (the
         rules, the pipeline's settings, which workspace, this version); None for an engine it cannot name.
 
-        Until this process has built its engine, the rules' fingerprint is taken from their files: a new process
+        The rules are named by the hash of their files, those the engine compiled once it is built: a new process
         that finds a kept run answers without compiling the suite, which costs more than the run itself."""
         source = _source(self.backend, self.settings)
         if source is None:
             return None
         with self._lock:
-            engine = self._engine
-        rules = engine.ruleset.fingerprint if engine is not None else await anyio.to_thread.run_sync(
-            fingerprint, self.settings.detections)
+            built = self._engine_rules if self._engine is not None else None
+        rules = built or await anyio.to_thread.run_sync(rule_set_version, self.settings.detections)
         pipeline = self.settings.detections.model_dump(mode="json", exclude={"parallelism", "incidents"})
         return run_key({"data": list(key), "rules": rules, "pipeline": pipeline, "source": source,
                         "version": VERSION})
